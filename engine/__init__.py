@@ -1,0 +1,1 @@
+"""mergescope engine: checkpoints, merge methods, streaming merge + export, serving backends, sweeps, store."""

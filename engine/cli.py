@@ -1,0 +1,49 @@
+"""The `mergescope` command line: merge, evaluate, plot, chat, export. Each subcommand is a thin wrapper over an
+engine entry point, so every dashboard action has a headless twin."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from engine.errors import MergescopeError
+
+# name -> (module, one-line help). Modules are imported only when their command runs, so `mergescope inspect`
+# does not pay for importing vLLM or Gradio.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "inspect": ("engine.commands.inspect", "compatibility report for a set of checkpoints"),
+    "merge": ("engine.commands.merge", "merge checkpoints from a mergekit YAML config"),
+    "sweep": ("engine.commands.sweep", "sweep mixture weights, evaluate every point, store the results"),
+    "ui": ("ui.cli", "launch the dashboard (default: the embedded demo family)"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mergescope", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        # Only the chosen command's module is imported to add its arguments.
+        if name == chosen:
+            importlib.import_module(module_name).add_arguments(command_parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except MergescopeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

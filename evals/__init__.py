@@ -1,0 +1,1 @@
+"""mergescope evals: suites (prompt sets + scorers), refusal classifier, aggregation into scores."""
