@@ -1,0 +1,38 @@
+"""Merge methods: one small pure function per method, with mergekit 0.1.5's semantics.
+
+Every method has the signature
+    fn(base, tensors, model_params, params, generator) -> Tensor
+where `tensors` are the non-base models' tensors for one weight name, `model_params[i]` holds model i's resolved
+per-model parameters (weight, density...) and `params` the method's global parameters (normalize, lambda...).
+No I/O here: the streaming merge (`engine.merge`) reads tensors and resolves per-tensor parameter values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+REQUIRED = object()  # sentinel: a per-model parameter without default
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    name: str
+    fn: Callable[..., torch.Tensor]
+    requires_base: bool
+    model_params: dict[str, Any] = field(default_factory=dict)
+    global_params: dict[str, Any] = field(default_factory=dict)
+    random: bool = False
+
+
+def _registry() -> dict[str, MergeMethod]:
+    from engine.methods import linear, task_arithmetic
+
+    methods = [linear.METHOD, task_arithmetic.METHOD]
+    return {m.name: m for m in methods}
+
+
+METHODS: dict[str, MergeMethod] = _registry()

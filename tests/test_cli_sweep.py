@@ -1,0 +1,133 @@
+"""`mergescope sweep` end to end: clear errors for bad input, and a real (transformers-backend) sweep with
+progress lines, the final table, exports and a re-run that reuses the store.
+
+The full CLI run uses the transformers backend because a test session holds only one vLLM engine (the shared
+`vllm_backend` fixture); the vLLM path of the same runner is covered in test_sweep.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+
+
+def _run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["sweep", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _family_args(family) -> list[str]:
+    name, path = next(iter(family.skills.items()))
+    return ["--base", family.base, "--general", family.general, "--skill", f"{name}={path}"]
+
+
+def _suite_copy(family, tmp_path: Path, name: str = "suite") -> Path:
+    """A copy of the first demo suite, for tests that break it."""
+    source = Path(family.suites[0])
+    if (source / "suite.yaml").is_file():
+        return Path(shutil.copytree(source, tmp_path / name))
+    raise pytest.skip(f"first demo suite {source} is not a suite folder")
+
+
+def test_help_mentions_the_demo_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--help"])
+    assert exit_info.value.code == 0
+    assert "demo family" in capsys.readouterr().out
+
+
+def test_partial_checkpoint_flags(capsys, demo_family, tmp_path):
+    code, _, err = _run(capsys, "--base", demo_family.base, "--store", tmp_path / "r.db")
+    assert code == 2 and "--general, --skill missing" in err
+
+
+def test_unknown_suite(capsys, demo_family, tmp_path):
+    missing = tmp_path / "no-such-suite"
+    code, _, err = _run(capsys, *_family_args(demo_family), "--evals", missing, "--store", tmp_path / "r.db")
+    assert code == 2 and err.startswith("error:") and "no-such-suite" in err
+
+
+def test_empty_suite(capsys, demo_family, tmp_path):
+    suite = _suite_copy(demo_family, tmp_path)
+    (suite / "items.jsonl").write_text("")
+    code, _, err = _run(capsys, *_family_args(demo_family), "--evals", suite, "--store", tmp_path / "r.db")
+    assert code == 2 and "items.jsonl" in err
+
+
+def test_malformed_jsonl_names_the_line(capsys, demo_family, tmp_path):
+    suite = _suite_copy(demo_family, tmp_path)
+    lines = (suite / "items.jsonl").read_text().splitlines()
+    lines.insert(1, '{"id": "broken", "prompt": ')
+    (suite / "items.jsonl").write_text("\n".join(lines) + "\n")
+    code, _, err = _run(capsys, *_family_args(demo_family), "--evals", suite, "--store", tmp_path / "r.db")
+    assert code == 2 and "items.jsonl" in err and "line 2" in err
+
+
+def test_incompatible_checkpoints(capsys, demo_family, tmp_path):
+    other = shutil.copytree(demo_family.general, tmp_path / "odd-general")
+    config = json.loads((other / "config.json").read_text())
+    config["num_hidden_layers"] = int(config["num_hidden_layers"]) + 1
+    (other / "config.json").write_text(json.dumps(config))
+    name, path = next(iter(demo_family.skills.items()))
+    code, _, err = _run(
+        capsys,
+        *["--base", demo_family.base, "--general", other, "--skill", f"{name}={path}"],
+        *["--evals", demo_family.suites[0], "--store", tmp_path / "r.db"],
+    )
+    assert code == 2 and "not compatible" in err and "num_hidden_layers" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--weights", "0:1:0"], "--weights"),
+        (["--grid"], "--grid needs exactly two skills"),
+        (["--reference", "nopath"], "expected NAME=PATH"),
+        (["--dataset-sizes", "general=lots"], "--dataset-sizes"),
+    ],
+)
+def test_bad_flags(capsys, demo_family, tmp_path, extra, message):
+    code, _, err = _run(
+        capsys,
+        *_family_args(demo_family),
+        "--evals",
+        demo_family.suites[0],
+        "--store",
+        tmp_path / "r.db",
+        *extra,
+    )
+    assert code == 2 and message in err
+
+
+def test_sweep_runs_exports_and_reuses_the_store(capsys, demo_family, tmp_path):
+    store, csv_path, json_path = tmp_path / "r.db", tmp_path / "sweep.csv", tmp_path / "sweep.json"
+    args = [
+        *_family_args(demo_family),
+        *["--evals", demo_family.suites[0], "--weights", "0,1", "--no-standard-references"],
+        *["--backend", "transformers", "--store", store, "--csv", csv_path, "--json", json_path],
+        "--no-heuristic-point",
+    ]
+    code, out, err = _run(capsys, *args)
+    assert code == 0, err
+    progress = [line for line in err.splitlines() if line.startswith("[")]
+    assert len(progress) == 2 and all(
+        "swap" in line and "gen" in line and "score" in line for line in progress
+    )
+    assert "ω=0" in out and "ω=1" in out and "point" in out.splitlines()[0]
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["label"] for r in rows] == ["ω=0", "ω=1"] and [r["w1"] for r in rows] == ["0.0", "1.0"]
+    document = json.loads(json_path.read_text())
+    assert len(document["points"]) == 2 and document["points"][1]["suites"]
+
+    code, out_again, err = _run(capsys, *args)
+    assert code == 0
+    progress = [line for line in err.splitlines() if line.startswith("[")]
+    assert len(progress) == 2 and all("stored" in line for line in progress)
+    assert out_again == out  # the same table from the stored results

@@ -1,0 +1,231 @@
+"""The dashboard through its HTTP API (`gradio_client`), against a really launched app serving the session's shared
+vLLM backend on the demo family: compatibility, a small sweep, reopen from the store without recomputation, chat,
+exports, readable errors, and two independent browser sessions."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+gradio_client = pytest.importorskip("gradio_client")
+
+WEIGHTS = "0,1"
+
+
+@pytest.fixture(scope="module")
+def ui(vllm_backend, demo_family, tmp_path_factory):
+    """A launched dashboard (in-process, free localhost port) plus the inputs of a small sweep."""
+    from ui.app import build_app, launch
+
+    work = tmp_path_factory.mktemp("ui")
+    repo_assets = Path(__file__).resolve().parent.parent / "assets"
+    app = build_app(
+        store_path=work / "results.db",
+        allowed_roots=[repo_assets, work],
+        backend=vllm_backend,
+        family=demo_family,
+        default_weights=WEIGHTS,
+    )
+    launch(app, port=None, block=False)
+    try:
+        yield {"url": app.local_url, "work": work, "family": demo_family, "app": app}
+    finally:
+        app.close()
+
+
+def small_spec(family, *, skills: str | None = None, weights: str = WEIGHTS) -> list:
+    """Inputs of the sweep events, in the page's order: one skill, two ω, the heuristic point, no references, a
+    general suite and the two safety suites (so every plot has data and the sweep stays quick)."""
+    suites = [str(p) for p in family.suites]
+    wanted = [p for p in suites if any(k in Path(p).name for k in ("general", "harmful", "benign"))][
+        :3
+    ] or suites
+    skill_name, skill_path = next(iter(family.skills.items()))
+    return [
+        str(family.base),
+        str(family.general),
+        skills if skills is not None else f"{skill_name}={skill_path}",
+        "",
+        "task_arithmetic",
+        "{}",
+        weights,
+        False,
+        wanted,
+        False,
+        True,
+    ]
+
+
+def client(ui) -> gradio_client.Client:
+    return gradio_client.Client(ui["url"], verbose=False)
+
+
+def plot_traces(plot_output: dict) -> list[dict]:
+    return json.loads(plot_output["plot"])["data"]
+
+
+@pytest.fixture(scope="module")
+def swept(ui):
+    """One client session that has run the small sweep."""
+    c = client(ui)
+    out = c.predict(None, *small_spec(ui["family"]), api_name="/sweep")
+    return c, out
+
+
+@pytest.mark.vllm
+def test_compatibility_report_and_path_policy(ui):
+    c = client(ui)
+    family = ui["family"]
+    skills = "\n".join(f"{n}={p}" for n, p in family.skills.items())
+    report = c.predict(str(family.base), str(family.general), skills, "", api_name="/check")
+    assert "✅ compatible" in report
+    with pytest.raises(gradio_client.exceptions.AppError, match="outside the allowed roots"):
+        c.predict("/etc", str(family.general), skills, "", api_name="/check")
+    with pytest.raises(gradio_client.exceptions.AppError, match="does not exist"):
+        c.predict(str(family.base), str(family.general), "s=/nonexistent/ckpt", "", api_name="/check")
+
+
+@pytest.mark.vllm
+def test_sweep_fills_plot_table_and_picker(swept, ui):
+    _, (trade, safety, _grid, table, _y, picked, _export, status) = swept
+    assert status.startswith("Done")
+    curve = next(t for t in plot_traces(trade) if t["name"] == "merge ω")
+    # ω = 0, the |D|/|G| heuristic, 1: one marker each
+    assert len(curve["x"]) == 3
+    assert any(t["name"].startswith("|D|/|G|") for t in plot_traces(trade))
+    assert any(t["name"] == "merge ω" for t in plot_traces(safety))
+    labels = [row[0].rstrip(" ★") for row in table["data"]]
+    assert labels[0] == "ω=0" and labels[-1] == "ω=1" and len(labels) == 3
+    assert any(h.startswith("suite ") for h in table["headers"])
+    assert set(picked["choices"] if isinstance(picked, dict) else labels) >= {"ω=0", "ω=1"}
+
+
+@pytest.mark.vllm
+def test_reopen_shows_stored_results_without_recomputation(swept, ui, vllm_backend):
+    _, first = swept
+    swaps = vllm_backend.swaps
+    other = client(ui)  # a new browser session
+    out = other.predict(None, *small_spec(ui["family"]), api_name="/reopen")
+    assert out[-1].startswith("Loaded 3 stored points")
+    assert out[3]["data"] == first[3]["data"]  # same table, cell for cell
+    assert vllm_backend.swaps == swaps  # nothing was recomputed
+
+
+@pytest.mark.vllm
+def test_chat_sends_one_prompt_to_two_variants(swept, ui):
+    c, _ = swept
+    family = ui["family"]
+    from ui.app import probe_prompts
+
+    harmful = probe_prompts([str(p) for p in family.suites])["harmful"][0]
+    out = c.predict(["ω=0", "ω=1"], harmful, 32, 0.0, 1.0, 0, api_name="/chat")
+    prompt_box, pane0, pane1, pane2, pane3 = out
+    assert prompt_box == ""
+    replies = [pane[-1]["content"][0]["text"] for pane in (pane0, pane1)]
+    assert all(pane[0]["content"][0]["text"] == harmful for pane in (pane0, pane1))
+    assert all("refusal" in r or "answered" in r for r in replies)  # the badge
+    assert replies[0] != replies[1]
+    assert pane2 == [] or pane2 is None
+
+
+@pytest.mark.vllm
+def test_chat_without_a_sweep_is_a_readable_error(ui):
+    c = client(ui)  # fresh session: its own state, no variants
+    with pytest.raises(gradio_client.exceptions.AppError, match="unknown variant"):
+        c.predict(["ω=0"], "hello", 8, 0.0, 1.0, 0, api_name="/chat")
+
+
+@pytest.mark.vllm
+def test_export_yaml_describes_the_variant(swept, ui):
+    c, _ = swept
+    path = c.predict("ω=1", api_name="/export_yaml")
+    data = yaml.safe_load(Path(path).read_text())
+    assert data["merge_method"] == "task_arithmetic"
+    weights = {Path(m["model"]).name: m["parameters"]["weight"] for m in data["models"]}
+    skill_dir = Path(next(iter(ui["family"].skills.values()))).name
+    assert weights[skill_dir] == pytest.approx(1.0)
+    assert weights[Path(ui["family"].general).name] == pytest.approx(1.0)
+
+
+@pytest.mark.vllm
+def test_export_results_csv_and_html(swept):
+    c, _ = swept
+    csv_path, html_path = c.predict(None, api_name="/export_results")
+    rows = list(csv.DictReader(io.StringIO(Path(csv_path).read_text())))
+    assert [r["label"] for r in rows] == ["ω=0", rows[1]["label"], "ω=1"]
+    assert rows[1]["heuristic"] == "yes"
+    html = Path(html_path).read_text()
+    assert "plotly" in html.lower() and "Tradeoff" in html
+
+
+@pytest.mark.vllm
+def test_export_checkpoint_writes_a_card_with_results(swept, ui):
+    c, _ = swept
+    out_dir = ui["work"] / "export-omega1"
+    message = c.predict("ω=1", str(out_dir), False, api_name="/export_checkpoint")
+    assert "Wrote" in message
+    card = (out_dir / "README.md").read_text()
+    assert "Evaluation (mergescope sweep)" in card and "general" in card
+    assert (out_dir / "config.json").is_file()
+    with pytest.raises(gradio_client.exceptions.AppError, match="outside the allowed roots"):
+        c.predict("ω=1", "/tmp/../etc/mergescope-out", False, api_name="/export_checkpoint")
+
+
+@pytest.mark.vllm
+def test_bad_input_is_a_message_and_the_app_keeps_running(ui):
+    c = client(ui)
+    bad = small_spec(ui["family"], weights="1:0:0.1")
+    with pytest.raises(gradio_client.exceptions.AppError, match="STOP must be >= START"):
+        c.predict(None, *bad, api_name="/sweep")
+    out = c.predict(None, *small_spec(ui["family"]), api_name="/reopen")
+    assert out[-1].startswith("Loaded")
+
+
+# --- fast checks of the command and the path policy (no engine) -------------------------------------------------
+def test_ui_command_defaults_are_safe():
+    from engine.cli import build_parser
+
+    args = build_parser(["ui"]).parse_args(["ui"])
+    assert args.host == "127.0.0.1" and args.share is False and args.auth is None
+    args = build_parser(["ui"]).parse_args(
+        ["ui", "--allowed-root", "/a", "--allowed-root", "/b", "--auth", "u:p"]
+    )
+    assert args.allowed_root == ["/a", "/b"]
+    from ui.cli import parse_auth
+
+    assert parse_auth("u:p:q") == ("u", "p:q")
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="USER:PASS"):
+        parse_auth("nopassword")
+
+
+def test_path_policy_keeps_reads_and_writes_inside_the_roots(tmp_path):
+    from engine.errors import ConfigError
+    from ui.state import PathPolicy, parse_named_lines
+
+    root = tmp_path / "root"
+    (root / "ckpt").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "escape").symlink_to(outside)
+    policy = PathPolicy.from_dirs([root])
+    assert policy.checkpoint(str(root / "ckpt"), field="base") == str((root / "ckpt").resolve())
+    with pytest.raises(ConfigError, match="base: .* outside the allowed roots"):
+        policy.checkpoint(str(outside), field="base")
+    with pytest.raises(ConfigError, match="outside the allowed roots"):
+        policy.checkpoint(str(root / "escape"), field="skill s")  # a symlink does not widen the roots
+    assert policy.checkpoint("org/model-name", field="base") == "org/model-name"  # hub id passes through
+    with pytest.raises(ConfigError, match="does not exist"):
+        policy.checkpoint(str(root / "missing" / "x" / "y"), field="base")
+    assert policy.output_dir(str(root / "new" / "out"), field="out") == (root / "new" / "out").resolve()
+    with pytest.raises(ConfigError, match="outside"):
+        policy.output_dir(str(root / ".." / "outside" / "out"), field="out")
+    assert parse_named_lines("a=/x\n\n/y/b\n", field="skills") == {"a": "/x", "b": "/y/b"}
+    with pytest.raises(ConfigError, match="appears twice"):
+        parse_named_lines("a=/x\na=/y", field="skills")

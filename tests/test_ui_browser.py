@@ -1,0 +1,127 @@
+"""The dashboard in a real browser (Debian chromium driven by Playwright), on the demo family with the session's
+vLLM backend: open the page, run a small sweep, see one plot point per ω, pick two variants, send one prompt, get
+two different replies, export the YAML of the picked variant. A screenshot of each step goes to test-artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.browser, pytest.mark.vllm]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "ui-browser"
+TIMEOUT_MS = 240_000  # a sweep on 2 shared CPU cores; not a timing assertion, a hang guard
+
+
+@pytest.fixture(scope="module")
+def page_url(vllm_backend, demo_family, tmp_path_factory):
+    from ui.app import build_app, launch
+
+    work = tmp_path_factory.mktemp("ui-browser")
+    app = build_app(
+        store_path=work / "results.db",
+        allowed_roots=[Path(__file__).resolve().parent.parent / "assets", work],
+        backend=vllm_backend,
+        family=demo_family,
+        default_weights="0,1",
+    )
+    launch(app, port=None, block=False)
+    try:
+        yield app.local_url
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        pytest.skip("Debian chromium is not installed (scripts/setup_env.sh --browser)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_sweep_chat_export_in_a_browser(page_url, browser, demo_family):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(page_url)
+    page.get_by_role("tab", name="Checkpoints").wait_for()
+    page.wait_for_function("document.querySelector('#compat-report').innerText.includes('compatible')")
+    shot(page, "1-open")
+
+    # --- a small sweep: ω = 0 and 1 (+ the |D|/|G| point), no reference models, three suites --------------------
+    page.get_by_role("tab", name="Sweep").click()
+    assert page.locator("#weights").get_by_role("textbox").input_value() == "0,1"
+    page.locator("#use-refs").get_by_role("checkbox").uncheck()
+    keep = ("general", "harmful", "benign")
+    for name in [Path(p).name for p in demo_family.suites]:
+        box = page.locator("#suites").get_by_label(name, exact=True)
+        if not any(k in name for k in keep):
+            box.uncheck()
+    page.locator("#run-sweep").click()
+    page.wait_for_function("document.querySelector('#sweep-status').innerText.startsWith('Done')")
+    plot = page.locator("#tradeoff-plot .js-plotly-plot")
+    plot.wait_for()
+    traces = plot.evaluate("el => el.data.map(t => ({name: t.name, n: (t.x || []).length}))")
+    curve = next(t for t in traces if t["name"] == "merge ω")
+    assert curve["n"] == 3  # one point per ω: 0, |D|/|G|, 1
+    assert any(t["name"].startswith("|D|/|G|") for t in traces)
+    shot(page, "2-sweep")
+
+    # --- pick two variants by clicking their table rows ---------------------------------------------------------
+    rows = page.locator("#results-table tbody tr")
+    assert rows.count() == 3
+    rows.nth(0).locator("td").first.click()
+    rows.nth(2).locator("td").first.click()
+    page.get_by_role("tab", name="Chat").click()
+    picker = page.locator("#picker")
+    assert picker.get_by_label("ω=0", exact=True).is_checked()
+    assert picker.get_by_label("ω=1", exact=True).is_checked()
+
+    # --- one prompt to both; replies stream into each pane, with a refusal badge ------------------------------------
+    from ui.app import probe_prompts
+
+    harmful = probe_prompts([str(p) for p in demo_family.suites])["harmful"][0]
+    page.locator("#prompt").get_by_role("textbox").fill(harmful)
+    page.locator("#send").click()
+    for pane in ("#pane-0", "#pane-1"):
+        page.locator(f"{pane} .ms-badge-refuse, {pane} .ms-badge-comply").first.wait_for()
+    replies = [page.locator(f"{pane} .bot").last.inner_text() for pane in ("#pane-0", "#pane-1")]
+    assert all(r.strip() for r in replies)
+    assert replies[0] != replies[1]
+    assert not page.locator("#pane-2").is_visible()
+    shot(page, "3-chat")
+
+    # --- export the YAML of the picked variant (the last one added: ω=1) ------------------------------------------
+    page.get_by_role("tab", name="Export").click()
+    page.locator("#export-yaml").click()
+    link = page.locator("#yaml-file a").first
+    link.wait_for()
+    text = page.request.get(link.get_attribute("href")).text()
+    data = yaml.safe_load(text)
+    assert data["merge_method"] == "task_arithmetic"
+    weights = {Path(m["model"]).name: m["parameters"]["weight"] for m in data["models"]}
+    assert weights[Path(next(iter(demo_family.skills.values()))).name] == pytest.approx(1.0)
+    shot(page, "4-export")
+    page.close()

@@ -1,0 +1,78 @@
+"""`mergescope ui`: launch the dashboard. With no arguments it opens on the embedded demo family, ready to sweep,
+bound to 127.0.0.1. Exposing it (`--host 0.0.0.0`, `--share`) is an explicit choice; `--auth` adds a login."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from engine.errors import ConfigError
+
+DEFAULT_STORE = "mergescope-results.db"
+REPO_ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
+    parser.add_argument(
+        "--share", action="store_true", help="also open a public Gradio share link (explicit opt-in)"
+    )
+    parser.add_argument("--auth", metavar="USER:PASS", help="require this login")
+    parser.add_argument(
+        "--allowed-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder the UI may read checkpoints from and write exports to (repeatable; default: the repo's "
+        "assets and the working directory)",
+    )
+    parser.add_argument(
+        "--store", default=DEFAULT_STORE, help=f"SQLite results store (default {DEFAULT_STORE})"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "vllm", "transformers"),
+        default="auto",
+        help="serving engine (default auto)",
+    )
+    parser.add_argument("--device", default=None, help="engine device (default: the backend's choice)")
+    parser.add_argument("--weights", default="0:1:0.1", help="the ω values the page opens with")
+
+
+def parse_auth(text: str | None) -> tuple[str, str] | None:
+    if not text:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise ConfigError(f"--auth {text!r}: expected USER:PASS")
+    return user, password
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.backends import make_backend
+    from ui.app import build_app, launch
+
+    auth = parse_auth(args.auth)
+    roots = args.allowed_root or [str(p) for p in (REPO_ASSETS, Path.cwd()) if p.is_dir()]
+    try:
+        from engine.demo import load_family
+
+        family = load_family()
+    except (ImportError, FileNotFoundError, ConfigError) as exc:
+        print(f"note: demo family unavailable ({exc}); fields start empty", file=sys.stderr)
+        family = None
+    if (args.share or args.host not in ("127.0.0.1", "localhost", "::1")) and auth is None:
+        print("warning: the dashboard is reachable from other machines without --auth", file=sys.stderr)
+    app = build_app(
+        store_path=args.store,
+        allowed_roots=roots,
+        backend_factory=lambda start: make_backend(start, kind=args.backend, device=args.device),
+        family=family,
+        default_weights=args.weights,
+    )
+    launch(app, host=args.host, port=args.port or None, share=args.share, auth=auth, block=True)
+    return 0

@@ -1,0 +1,298 @@
+"""Plotly figures of a sweep. Input: point rows in the results store's shape (`ResultStore.sweep_points`):
+`{"label", "kind", "weights", "scores": {"aggregates": {name: {"value","lo","hi","n"}}, "heuristic": bool}}`,
+so live results and reopened ones draw the same way. No scoring here: every number comes from the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+Row = dict[str, Any]
+
+# Reference models get fixed, distinct marker symbols so they read apart from the ω curve.
+REFERENCE_SYMBOLS = ("square", "diamond", "cross", "triangle-up", "x", "pentagon", "hexagon", "triangle-down")
+METRIC_TITLES = {
+    "general": "general score",
+    "harmful_refusal": "harmful-refusal rate",
+    "benign_compliance": "benign-compliance rate",
+}
+
+
+def metric_title(name: str) -> str:
+    if name.startswith("skill:"):
+        return f"{name.removeprefix('skill:')} skill score"
+    return METRIC_TITLES.get(name, name)
+
+
+def aggregates(row: Row) -> dict[str, dict[str, float]]:
+    return (row.get("scores") or {}).get("aggregates") or {}
+
+
+def is_heuristic(row: Row) -> bool:
+    return bool((row.get("scores") or {}).get("heuristic"))
+
+
+def skill_metrics(rows: Sequence[Row]) -> list[str]:
+    """Aggregate names usable as the tradeoff plot's y axis: each skill, then the safety rates."""
+    seen: list[str] = []
+    for row in rows:
+        for name in aggregates(row):
+            if name != "general" and name not in seen:
+                seen.append(name)
+    return sorted(seen, key=lambda n: (not n.startswith("skill:"), n != "harmful_refusal", n))
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (higher is better on each), sorted by x."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(
+            (x2 >= x and y2 >= y) and (x2 > x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
+
+
+def _empty(title: str, message: str) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(
+        title=title,
+        template="plotly_white",
+        height=460,
+        annotations=[dict(text=message, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)],
+        xaxis=dict(visible=False),
+        yaxis=dict(visible=False),
+    )
+    return fig
+
+
+def _weight_text(row: Row) -> str:
+    return ", ".join(f"{w:g}" for w in row.get("weights") or [])
+
+
+def _error(values: list[dict[str, float]]) -> dict[str, Any]:
+    return dict(
+        type="data",
+        symmetric=False,
+        array=[s["hi"] - s["value"] for s in values],
+        arrayminus=[s["value"] - s["lo"] for s in values],
+        thickness=1,
+        width=3,
+    )
+
+
+def _hover(row: Row, x: str, y: str) -> str:
+    a = aggregates(row)
+    parts = [f"<b>{row['label']}</b>"]
+    for name in (x, y):
+        s = a[name]
+        parts.append(f"{metric_title(name)}: {s['value']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}] n={s['n']}")
+    return "<br>".join(parts)
+
+
+def scatter_figure(rows: Sequence[Row], x: str, y: str, *, title: str) -> go.Figure:
+    """x vs y for every point that has both: variants coloured by ω (line in ω order), the |D|/|G| point as a
+    star, references as labelled distinct markers, the Pareto front dashed, 95% intervals as error bars."""
+    usable = [r for r in rows if x in aggregates(r) and y in aggregates(r)]
+    if not usable:
+        return _empty(title, "No points yet: run a sweep (or load a stored one).")
+    fig = go.Figure()
+    variants = sorted((r for r in usable if r["kind"] == "variant"), key=lambda r: tuple(r["weights"]))
+    if variants:
+        xs = [aggregates(r)[x] for r in variants]
+        ys = [aggregates(r)[y] for r in variants]
+        colour = [r["weights"][0] if r["weights"] else 0.0 for r in variants]
+        fig.add_trace(
+            go.Scatter(
+                x=[s["value"] for s in xs],
+                y=[s["value"] for s in ys],
+                mode="lines+markers" if all(len(r["weights"]) == 1 for r in variants) else "markers",
+                name="merge ω",
+                line=dict(color="rgba(120,120,120,0.4)", width=1),
+                marker=dict(
+                    size=11,
+                    color=colour,
+                    colorscale="Viridis",
+                    showscale=True,
+                    colorbar=dict(title="ω", thickness=12),
+                    line=dict(width=1, color="white"),
+                ),
+                error_x=_error(xs),
+                error_y=_error(ys),
+                text=[r["label"] for r in variants],
+                hovertext=[_hover(r, x, y) for r in variants],
+                hoverinfo="text",
+            )
+        )
+    for row in (r for r in variants if is_heuristic(r)):
+        fig.add_trace(
+            go.Scatter(
+                x=[aggregates(row)[x]["value"]],
+                y=[aggregates(row)[y]["value"]],
+                mode="markers+text",
+                name=f"|D|/|G| heuristic ({_weight_text(row)})",
+                marker=dict(symbol="star", size=22, color="gold", line=dict(width=1.5, color="black")),
+                text=["|D|/|G|"],
+                textposition="top center",
+                hovertext=[_hover(row, x, y)],
+                hoverinfo="text",
+            )
+        )
+    refs = [r for r in usable if r["kind"] != "variant"]
+    for i, row in enumerate(refs):
+        xs, ys = [aggregates(row)[x]], [aggregates(row)[y]]
+        fig.add_trace(
+            go.Scatter(
+                x=[xs[0]["value"]],
+                y=[ys[0]["value"]],
+                mode="markers+text",
+                name=row["label"],
+                marker=dict(symbol=REFERENCE_SYMBOLS[i % len(REFERENCE_SYMBOLS)], size=13, color="#d62728"),
+                text=[row["label"]],
+                textposition="bottom center",
+                error_x=_error(xs),
+                error_y=_error(ys),
+                hovertext=[_hover(row, x, y)],
+                hoverinfo="text",
+            )
+        )
+    coords = [(aggregates(r)[x]["value"], aggregates(r)[y]["value"]) for r in usable]
+    front = pareto_front(coords)
+    if len(front) > 1:
+        fig.add_trace(
+            go.Scatter(
+                x=[coords[i][0] for i in front],
+                y=[coords[i][1] for i in front],
+                mode="lines",
+                name="Pareto front",
+                line=dict(dash="dash", color="black", width=1.5),
+                hoverinfo="skip",
+            )
+        )
+    fig.update_layout(
+        title=title,
+        template="plotly_white",
+        height=460,
+        xaxis=dict(title=metric_title(x), range=[-0.03, 1.03]),
+        yaxis=dict(title=metric_title(y), range=[-0.03, 1.03]),
+        legend=dict(orientation="h", y=-0.18),
+        margin=dict(l=60, r=20, t=50, b=40),
+    )
+    return fig
+
+
+def tradeoff_figure(rows: Sequence[Row], y: str | None = None) -> go.Figure:
+    """General score (x) against a skill score (y; default the first skill)."""
+    metrics = skill_metrics(rows)
+    y = y if y in metrics else (metrics[0] if metrics else "skill")
+    return scatter_figure(rows, "general", y, title=f"Tradeoff: general vs {metric_title(y)}")
+
+
+def safety_figure(rows: Sequence[Row]) -> go.Figure:
+    """Over-refusal view: benign-compliance (x, want high) against harmful-refusal (y, want high)."""
+    return scatter_figure(
+        rows, "benign_compliance", "harmful_refusal", title="Safety: harmful-refusal vs benign-compliance"
+    )
+
+
+def grid_heatmaps(rows: Sequence[Row], skills: Sequence[str] = ("ω1", "ω2")) -> go.Figure:
+    """For a 2-D grid: one heatmap per aggregate over (ω1, ω2)."""
+    grid = [r for r in rows if r["kind"] == "variant" and len(r.get("weights") or []) == 2]
+    if not grid:
+        return _empty("Grid heatmaps", "Heatmaps appear for a 2-D grid sweep over two skills.")
+    metrics = ["general", *skill_metrics(grid)]
+    metrics = [m for m in metrics if any(m in aggregates(r) for r in grid)]
+    w1 = sorted({r["weights"][0] for r in grid})
+    w2 = sorted({r["weights"][1] for r in grid})
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[metric_title(m) for m in metrics])
+    for col, metric in enumerate(metrics, start=1):
+        z: list[list[float | None]] = [[None] * len(w1) for _ in w2]
+        for r in grid:
+            s = aggregates(r).get(metric)
+            if s is not None:
+                z[w2.index(r["weights"][1])][w1.index(r["weights"][0])] = s["value"]
+        fig.add_trace(
+            go.Heatmap(
+                x=[f"{w:g}" for w in w1],
+                y=[f"{w:g}" for w in w2],
+                z=z,
+                zmin=0,
+                zmax=1,
+                colorscale="Viridis",
+                showscale=col == len(metrics),
+                texttemplate="%{z:.2f}",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_xaxes(title_text=f"ω {skills[0]}", row=1, col=col)
+        fig.update_yaxes(title_text=f"ω {skills[1]}", row=1, col=col)
+    fig.update_layout(template="plotly_white", height=380, title="Grid: scores over (ω1, ω2)")
+    return fig
+
+
+def table_rows(rows: Sequence[Row]) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows for the results table: label, kind, ω, every aggregate, then every suite's score."""
+    agg_names: list[str] = []
+    suite_names: list[str] = []
+    for r in rows:
+        scores = r.get("scores") or {}
+        agg_names += [n for n in scores.get("aggregates") or {} if n not in agg_names]
+        suite_names += [n for n in (scores.get("scores") or {}).get("suites") or {} if n not in suite_names]
+    header = ["label", "kind", "ω", *agg_names, *(f"suite {n}" for n in suite_names)]
+    body = []
+    for r in rows:
+        scores = r.get("scores") or {}
+        suites = (scores.get("scores") or {}).get("suites") or {}
+        line: list[Any] = [r["label"] + (" ★" if is_heuristic(r) else ""), r["kind"], _weight_text(r)]
+        line += [_fmt(aggregates(r).get(n)) for n in agg_names]
+        line += [_fmt(suites.get(n)) for n in suite_names]
+        body.append(line)
+    return header, body
+
+
+def _fmt(score: dict[str, float] | None) -> float | None:
+    return None if score is None else round(score["value"], 3)
+
+
+def norms_figure(diag: dict[str, Any]) -> go.Figure:
+    """Per-layer L2 norm of each task vector (`TaskVectorDiagnostics.to_dict()`)."""
+    fig = go.Figure()
+    for skill, norms in diag["layer_norms"].items():
+        fig.add_trace(go.Bar(x=diag["groups"], y=norms, name=f"τ {skill}"))
+    fig.update_layout(
+        title="Task-vector norm per layer",
+        template="plotly_white",
+        barmode="group",
+        height=340,
+        yaxis=dict(title="‖τ‖₂"),
+    )
+    return fig
+
+
+def interference_figure(diag: dict[str, Any]) -> go.Figure:
+    """Cosine similarity between skill vectors as a heatmap, with the sign-conflict rate in each cell."""
+    skills = diag["skills"]
+    if len(skills) < 2:
+        return _empty("Interference", "Interference needs two or more skills.")
+    index = {s: i for i, s in enumerate(skills)}
+    z = [[1.0 if i == j else None for j in range(len(skills))] for i in range(len(skills))]
+    text = [["" for _ in skills] for _ in skills]
+    for pair in diag["pairs"]:
+        i, j = index[pair["a"]], index[pair["b"]]
+        z[i][j] = z[j][i] = pair["cosine"]
+        text[i][j] = text[j][i] = (
+            f"cos {pair['cosine']:+.3f}<br>sign conflict {100 * pair['sign_conflict']:.1f}%"
+        )
+    fig = go.Figure(
+        go.Heatmap(
+            x=skills, y=skills, z=z, zmin=-1, zmax=1, colorscale="RdBu", text=text, texttemplate="%{text}"
+        )
+    )
+    fig.update_layout(title="Interference between skill vectors", template="plotly_white", height=340)
+    return fig
