@@ -201,11 +201,13 @@ class Point:
 
 
 def checkpoint_config(path: str | Path) -> MergeConfig:
-    """A config that merely loads one checkpoint (a reference model): mergekit's passthrough over one model."""
+    """A config that merely loads one checkpoint (a reference model): mergekit's `linear` over that one model at
+    weight 1 (Σ w·θ / Σ w = θ exactly), which mergekit itself reproduces. Backends recognise it
+    (`single_checkpoint`) and load the checkpoint as is, without merge arithmetic."""
     from engine.config import load_config
 
     text = yaml.safe_dump(
-        {"merge_method": "passthrough", "models": [{"model": str(path)}], "dtype": "float32"}
+        {"merge_method": "linear", "models": [{"model": str(path), "parameters": {"weight": 1.0}}]}
     )
     return load_config(text)
 

@@ -203,11 +203,15 @@ def config_refs(variant: MergeConfig | str) -> list[str]:
 
 
 def single_checkpoint(variant: MergeConfig) -> Path | None:
-    """The checkpoint a variant config merely loads as is (mergekit passthrough over one whole model, as the
-    sweep builds for reference models), or None for a real merge. Backends load such a checkpoint directly."""
+    """The checkpoint a variant config merely loads as is, or None for a real merge. That is a config over exactly
+    one model, no base model, no slices, with method passthrough, or linear (Σ w·θ / Σ w is θ for one model; the
+    sweep builds reference models this way). Backends load such a checkpoint directly."""
     data = _config_dict(variant)
     models = data.get("models") or []
-    if data.get("merge_method") != "passthrough" or len(models) != 1 or data.get("slices"):
+    if len(models) != 1 or data.get("slices") or data.get("base_model"):
         return None
-    model = models[0].get("model") if isinstance(models[0], dict) else None
-    return Path(model) if model else None
+    if data.get("merge_method") not in ("passthrough", "linear"):
+        return None
+    entry = models[0] if isinstance(models[0], dict) else {"model": models[0]}
+    model = entry.get("model")
+    return Path(model) if isinstance(model, str) and model else None

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.backends.base import GenerationSettings, Messages, SwappingBackend
+from engine.backends.base import GenerationSettings, Messages, SwappingBackend, single_checkpoint
 from engine.errors import BackendError
 
 if TYPE_CHECKING:
@@ -101,8 +101,6 @@ class VLLMBackend(SwappingBackend):
             raise BackendError(f"weight swap failed in the vLLM worker ({method}): {exc}") from exc
 
     def _load(self, variant: MergeConfig | None) -> None:
-        from engine.backends.base import single_checkpoint
-
         path = self.start_model if variant is None else single_checkpoint(variant)
         if path is not None:
             self._rpc("mergescope_load_checkpoint", str(path))

@@ -16,7 +16,9 @@ def merge(
     params: dict[str, Any],
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    weights = torch.tensor([p["weight"] for p in model_params], dtype=tensors[0].dtype, device=tensors[0].device)
+    weights = torch.tensor(
+        [p["weight"] for p in model_params], dtype=tensors[0].dtype, device=tensors[0].device
+    )
     stacked = torch.stack(tensors, dim=0)
     weights = weights.view(-1, *([1] * (stacked.dim() - 1)))
     out = (stacked * weights).sum(dim=0)

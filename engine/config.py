@@ -1,0 +1,279 @@
+"""Merge configs in mergekit's YAML: parse, validate, resolve per-tensor parameters, write back.
+
+Parameter values follow mergekit 0.1.5: a scalar; a list of numbers (a gradient interpolated over the layers,
+t = layer / (num_layers - 1), t = 0 for tensors outside the layers); or a list of `{filter, value}` conditions
+where the first whose `filter` is a substring of the tensor name (or is absent / "*") wins. A per-model value
+takes precedence over the top-level `parameters`, which take precedence over the method's default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.errors import ConfigError
+from engine.methods import METHODS, REQUIRED, MergeMethod
+
+_LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+_TOP_LEVEL_KEYS = {
+    "merge_method", "base_model", "models", "parameters", "dtype", "out_dtype",
+    "tokenizer_source", "chat_template", "name",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    merge_method: str
+    models: tuple[ModelSpec, ...]
+    base_model: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    dtype: str | None = None
+    out_dtype: str | None = None
+    tokenizer_source: str | None = None
+    chat_template: str | None = None
+
+    @property
+    def method(self) -> MergeMethod:
+        return METHODS[self.merge_method]
+
+    def input_models(self) -> list[str]:
+        """The models merged into the base (the base itself excluded when the method treats it apart)."""
+        refs = [m.model for m in self.models]
+        if self.method.requires_base:
+            refs = [r for r in refs if r != self.base_model]
+        return refs
+
+    def refs(self) -> list[str]:
+        """Every checkpoint the merge reads, base first, without repeats."""
+        out = [self.base_model] if self.base_model else []
+        out += [m.model for m in self.models if m.model not in out]
+        return out
+
+    def params_for(
+        self, tensor_name: str, num_layers: int | None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Resolved per-model parameters (for `input_models()`, in order) and global parameters for one tensor."""
+        t = layer_position(tensor_name, num_layers)
+        method = self.method
+        params = {
+            name: _resolve(name, [self.parameters], default, tensor_name, t)
+            for name, default in method.global_params.items()
+        }
+        by_model = {m.model: m.parameters for m in self.models}
+        model_params = [
+            {
+                name: _resolve(
+                    name, [by_model.get(ref, {}), self.parameters], default, tensor_name, t, model=ref
+                )
+                for name, default in method.model_params.items()
+            }
+            for ref in self.input_models()
+        ]
+        return model_params, params
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"merge_method": self.merge_method}
+        if self.base_model:
+            out["base_model"] = self.base_model
+        out["models"] = [
+            {"model": m.model, **({"parameters": dict(m.parameters)} if m.parameters else {})}
+            for m in self.models
+        ]
+        if self.parameters:
+            out["parameters"] = dict(self.parameters)
+        for key in ("dtype", "out_dtype", "tokenizer_source", "chat_template"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    def key(self) -> str:
+        """Stable hash of the config's meaning (used to tell variants apart)."""
+        return hashlib.sha256(self.to_yaml().encode()).hexdigest()[:16]
+
+
+def layer_position(tensor_name: str, num_layers: int | None) -> float:
+    """mergekit's gradient coordinate t for a tensor: layer / (num_layers - 1); 0 outside the layers."""
+    match = _LAYER_RE.search(tensor_name)
+    if not match or not num_layers:
+        return 0.0
+    return int(match.group(1)) / (num_layers - 1) if num_layers > 1 else 1.0
+
+
+def _evaluate(setting: Any, tensor_name: str, t: float) -> Any:
+    if isinstance(setting, (bool, int, float, str)) or setting is None:
+        return setting
+    if isinstance(setting, list):
+        if not setting:
+            return None
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in setting):
+            scaled = t * (len(setting) - 1)
+            i0 = int(scaled)
+            i1 = min(len(setting) - 1, i0 + 1)
+            frac = scaled - i0
+            return (1 - frac) * setting[i0] + frac * setting[i1]
+        if all(isinstance(v, (bool, int, float, str)) for v in setting):
+            return setting[int(t * (len(setting) - 1))]
+        for cond in setting:
+            filt = cond.get("filter")
+            if filt is None or filt == "*" or filt in tensor_name:
+                return _evaluate(cond.get("value"), tensor_name, t)
+        return None
+    if isinstance(setting, Mapping) and "value" in setting:
+        return _evaluate([setting], tensor_name, t)
+    raise ConfigError(f"unexpected parameter value {setting!r}")
+
+
+def _resolve(
+    name: str,
+    scopes: list[Mapping[str, Any]],
+    default: Any,
+    tensor_name: str,
+    t: float,
+    model: str | None = None,
+) -> Any:
+    for scope in scopes:
+        if name in scope:
+            value = _evaluate(scope[name], tensor_name, t)
+            if value is not None:
+                return value
+    if default is REQUIRED:
+        where = f"model {model}, tensor {tensor_name}" if model else f"tensor {tensor_name}"
+        raise ConfigError(f"missing required parameter '{name}' ({where})")
+    return default
+
+
+def _check_value(setting: Any, where: str) -> None:
+    """Reject parameter values mergekit would not accept (so errors name the field, not a tensor later)."""
+    if isinstance(setting, (bool, int, float, str)):
+        return
+    if isinstance(setting, list) and setting:
+        for item in setting:
+            if isinstance(item, Mapping):
+                unknown = set(item) - {"filter", "value"}
+                if unknown or "value" not in item:
+                    raise ConfigError(
+                        f"{where}: a condition needs 'value' and optional 'filter', got {dict(item)}"
+                    )
+                _check_value(item["value"], where)
+            elif not isinstance(item, (bool, int, float, str)):
+                raise ConfigError(f"{where}: unsupported list element {item!r}")
+        return
+    raise ConfigError(f"{where}: unsupported value {setting!r}")
+
+
+def _check_params(params: Any, allowed: set[str], where: str, method: str) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{where}: 'parameters' must be a mapping")
+    for name, value in params.items():
+        if name not in allowed:
+            raise ConfigError(
+                f"{where}: unknown parameter '{name}' for merge_method {method} (allowed: {', '.join(sorted(allowed))})"
+            )
+        _check_value(value, f"{where}.parameters.{name}")
+    return dict(params)
+
+
+def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    unknown = set(data) - _TOP_LEVEL_KEYS
+    if "slices" in unknown:
+        raise ConfigError(f"{source}: 'slices' configs are not supported yet; use 'models:'")
+    if unknown:
+        raise ConfigError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}")
+    method_name = data.get("merge_method")
+    if method_name not in METHODS:
+        raise ConfigError(
+            f"{source}: merge_method: unknown method {method_name!r} (known: {', '.join(sorted(METHODS))})"
+        )
+    method = METHODS[method_name]
+    allowed = set(method.model_params) | set(method.global_params)
+    models_data = data.get("models")
+    if not isinstance(models_data, list) or not models_data:
+        raise ConfigError(f"{source}: 'models' must be a non-empty list")
+    models = []
+    for i, entry in enumerate(models_data):
+        if isinstance(entry, str):
+            entry = {"model": entry}
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("model"), str):
+            raise ConfigError(f"{source}: models[{i}] needs a 'model' path or hub id")
+        extra = set(entry) - {"model", "parameters"}
+        if extra:
+            raise ConfigError(f"{source}: models[{i}]: unknown field(s) {', '.join(sorted(extra))}")
+        params = _check_params(entry.get("parameters"), allowed, f"{source}: models[{i}]", method_name)
+        models.append(ModelSpec(entry["model"], params))
+    base = data.get("base_model")
+    if method.requires_base and not base:
+        raise ConfigError(f"{source}: base_model: merge_method {method_name} needs a base_model")
+    config = MergeConfig(
+        merge_method=method_name,
+        models=tuple(models),
+        base_model=base,
+        parameters=_check_params(data.get("parameters"), allowed, source, method_name),
+        dtype=data.get("dtype"),
+        out_dtype=data.get("out_dtype"),
+        tokenizer_source=data.get("tokenizer_source"),
+        chat_template=data.get("chat_template"),
+    )
+    if not config.input_models():
+        raise ConfigError(f"{source}: models: nothing to merge besides the base model")
+    return config
+
+
+def load_config(path_or_text: str | Path) -> MergeConfig:
+    """Load mergekit YAML from a file path or from YAML text."""
+    source = "config"
+    text = str(path_or_text)
+    if isinstance(path_or_text, Path) or ("\n" not in text and text.endswith((".yml", ".yaml"))):
+        path = Path(path_or_text)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc}") from exc
+        source = str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{source}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    return config_from_dict(data, source)
+
+
+def ptm_config(
+    base: str | Path,
+    general: str | Path,
+    skills: Mapping[str | Path, float],
+    *,
+    method: str = "task_arithmetic",
+    parameters: Mapping[str, Any] | None = None,
+    dtype: str = "float32",
+) -> MergeConfig:
+    """θ_G + Σ ω_k (θ_Dk − θ_pre) as a mergekit config: base = θ_pre, general at weight 1, each skill at ω_k."""
+    models = [ModelSpec(str(general), {"weight": 1.0})]
+    models += [ModelSpec(str(path), {"weight": float(w)}) for path, w in skills.items()]
+    data = MergeConfig(
+        merge_method=method,
+        models=tuple(models),
+        base_model=str(base),
+        parameters=dict(parameters or {}),
+        dtype=dtype,
+    ).to_dict()
+    return config_from_dict(data, "ptm_config")

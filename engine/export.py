@@ -1,0 +1,235 @@
+"""Atomic export of a merged model: sharded safetensors streamed to disk, plus config, tokenizer and model card.
+
+The output folder is written under a temporary name beside the destination and renamed at the end, so a failure
+or Ctrl-C leaves neither the destination nor a stray temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.checkpoint import Checkpoint, open_checkpoint
+from engine.config import MergeConfig
+from engine.errors import MergeError
+from engine.merge import check_compatible, merge_tensors, open_all, parse_dtype
+
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
+    "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+)  # fmt: skip
+
+_ST_DTYPE = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TensorSlot:
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n * torch.empty((), dtype=self.dtype).element_size()
+
+
+def plan_shards(slots: Sequence[TensorSlot], shard_size: int) -> list[list[TensorSlot]]:
+    """Greedy split into shards of at most `shard_size` bytes (a larger single tensor gets its own shard)."""
+    shards: list[list[TensorSlot]] = [[]]
+    size = 0
+    for slot in slots:
+        if shards[-1] and size + slot.nbytes > shard_size:
+            shards.append([])
+            size = 0
+        shards[-1].append(slot)
+        size += slot.nbytes
+    return shards
+
+
+def _header(slots: Sequence[TensorSlot]) -> bytes:
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for slot in slots:
+        header[slot.name] = {
+            "dtype": _ST_DTYPE[slot.dtype],
+            "shape": list(slot.shape),
+            "data_offsets": [offset, offset + slot.nbytes],
+        }
+        offset += slot.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # data must start 8-byte aligned
+    return len(raw).to_bytes(8, "little") + raw
+
+
+def _write_tensor(fh, tensor: torch.Tensor) -> None:
+    data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+    fh.write(memoryview(data))
+
+
+def write_shards(
+    tensors: Iterable[tuple[str, torch.Tensor]], slots: Sequence[TensorSlot], folder: Path, shard_size: int
+) -> None:
+    """Stream tensors (arriving in `slots` order) into safetensors shards whose headers are known up front."""
+    shards = plan_shards(slots, shard_size)
+    single = len(shards) == 1
+    names = [
+        "model.safetensors" if single else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        for i in range(len(shards))
+    ]
+    stream = iter(tensors)
+    weight_map: dict[str, str] = {}
+    total = 0
+    for shard, fname in zip(shards, names, strict=True):
+        with open(folder / fname, "wb") as fh:
+            fh.write(_header(shard))
+            for slot in shard:
+                name, tensor = next(stream)
+                if name != slot.name or tuple(tensor.shape) != slot.shape or tensor.dtype != slot.dtype:
+                    raise MergeError(
+                        f"tensor {name}: got {list(tensor.shape)} {tensor.dtype}, expected {slot.name} "
+                        f"{list(slot.shape)} {slot.dtype}"
+                    )
+                _write_tensor(fh, tensor)
+                weight_map[name] = fname
+                total += slot.nbytes
+    if not single:
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+def _model_card(config_yaml: str | None, card_extra: str | None, source: Checkpoint) -> str:
+    lines = [
+        "---",
+        "library_name: transformers",
+        "tags: [merge, mergescope]",
+        "---",
+        "# Merged model",
+        "",
+        f"Made with mergescope. Tokenizer and configuration from `{source.name}`.",
+    ]
+    if config_yaml:
+        lines += ["", "## Merge configuration (mergekit YAML)", "", "```yaml", config_yaml.rstrip(), "```"]
+    if card_extra:
+        lines += ["", card_extra.rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+def _copy_support_files(
+    source: Checkpoint, folder: Path, out_dtype: torch.dtype | None, chat_template: str | None
+):
+    config = dict(source.config)
+    if out_dtype is not None:
+        config["torch_dtype"] = str(out_dtype).removeprefix("torch.")
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    for fname in (*TOKENIZER_FILES, "generation_config.json"):
+        src = source.path / fname
+        if src.exists():
+            shutil.copy2(src, folder / fname)
+    if chat_template:
+        (folder / "chat_template.jinja").write_text(chat_template)
+
+
+class atomic_folder:
+    """Context manager yielding a temporary folder beside `dest`, renamed to `dest` on success."""
+
+    def __init__(self, dest: str | os.PathLike, overwrite: bool = False) -> None:
+        self.dest = Path(dest).resolve()
+        self.overwrite = overwrite
+
+    def __enter__(self) -> Path:
+        if self.dest.exists() and not self.overwrite:
+            raise MergeError(f"{self.dest}: already exists (pass --overwrite to replace it)")
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.tmp-", dir=self.dest.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:  # includes KeyboardInterrupt
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        if self.dest.exists():
+            trash = self.dest.with_name(f".{self.dest.name}.old-{os.getpid()}")
+            os.replace(self.dest, trash)
+            os.replace(self.tmp, self.dest)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(self.tmp, self.dest)
+
+
+def write_checkpoint(
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    out_dir: str | os.PathLike,
+    *,
+    slots: Sequence[TensorSlot],
+    source: Checkpoint,
+    config_yaml: str | None = None,
+    card_extra: str | None = None,
+    chat_template: str | None = None,
+    shard_size: int = 2**30,
+    overwrite: bool = False,
+) -> Path:
+    """Write a loadable model folder (weights, config, tokenizer, generation config, card) atomically."""
+    with atomic_folder(out_dir, overwrite) as tmp:
+        write_shards(tensors, slots, tmp, shard_size)
+        float_dtypes = {s.dtype for s in slots if s.dtype.is_floating_point}
+        _copy_support_files(
+            source, tmp, next(iter(float_dtypes)) if len(float_dtypes) == 1 else None, chat_template
+        )
+        (tmp / "README.md").write_text(_model_card(config_yaml, card_extra, source))
+        if config_yaml:
+            (tmp / "mergekit_config.yml").write_text(config_yaml)
+    return Path(out_dir).resolve()
+
+
+def export_merge(
+    config: MergeConfig,
+    out_dir: str | os.PathLike,
+    *,
+    device: str = "cpu",
+    dtype: str | None = None,
+    shard_size: int = 2**30,
+    overwrite: bool = False,
+    card_extra: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Merge per `config` and write the result to `out_dir` (atomic)."""
+    ckpts = open_all(config)
+    names = check_compatible(config, ckpts)
+    reference = ckpts[config.refs()[0]]
+    out_dtype = parse_dtype(dtype) or parse_dtype(config.out_dtype) or parse_dtype(config.dtype)
+    slots = [
+        TensorSlot(
+            n,
+            reference.info(n).shape,
+            (out_dtype if reference.info(n).dtype.is_floating_point else None) or reference.info(n).dtype,
+        )
+        for n in names
+    ]
+    general_ref = config.input_models()[0] if config.input_models() else config.refs()[0]
+    source = open_checkpoint(config.tokenizer_source) if config.tokenizer_source else ckpts[general_ref]
+    stream = merge_tensors(config, device=device, dtype=out_dtype, checkpoints=ckpts, progress=progress)
+    return write_checkpoint(
+        stream,
+        out_dir,
+        slots=slots,
+        source=source,
+        config_yaml=config.to_yaml(),
+        card_extra=card_extra,
+        chat_template=config.chat_template,
+        shard_size=shard_size,
+        overwrite=overwrite,
+    )
