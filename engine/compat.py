@@ -1,0 +1,102 @@
+"""Compatibility report for a set of checkpoints: can they be merged, and if not, what differs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from engine.checkpoint import Checkpoint
+
+# config.json fields that must agree for tensors to be merged meaningfully.
+CONFIG_FIELDS = (
+    "architectures", "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "intermediate_size", "vocab_size", "tie_word_embeddings",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Difference:
+    field: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.detail}"
+
+
+@dataclass
+class CompatReport:
+    names: list[str]
+    summary: dict[str, object]
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+    def format(self) -> str:
+        lines = [f"checkpoints: {', '.join(self.names)}"]
+        lines += [f"  {key}: {value}" for key, value in self.summary.items()]
+        if self.ok:
+            lines.append("compatible: yes")
+        else:
+            lines.append(f"compatible: NO ({len(self.differences)} difference(s))")
+            lines += [f"  - {d}" for d in self.differences]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "checkpoints": self.names,
+            "summary": self.summary,
+            "differences": [{"field": d.field, "detail": d.detail} for d in self.differences],
+        }
+
+
+def _tied(ckpt: Checkpoint) -> bool:
+    return bool(ckpt.config.get("tie_word_embeddings", False)) or "lm_head.weight" not in ckpt.tensor_names()
+
+
+def compatibility_report(ckpts: Sequence[Checkpoint]) -> CompatReport:
+    """Compare every checkpoint with the first: config fields, tensor names, shapes and dtypes."""
+    first = ckpts[0]
+    names = [c.name for c in ckpts]
+    summary: dict[str, object] = {
+        "architecture": ",".join(first.config.get("architectures") or [first.config.get("model_type", "?")]),
+        "tensors": len(first.tensor_names()),
+        "vocab_size": first.config.get("vocab_size"),
+        "layers": first.config.get("num_hidden_layers"),
+        "hidden_size": first.config.get("hidden_size"),
+        "tied_embeddings": _tied(first),
+        "dtypes": sorted({str(first.info(n).dtype).removeprefix("torch.") for n in first.tensor_names()}),
+    }
+    diffs: list[Difference] = []
+    first_names = set(first.tensor_names())
+    for other in ckpts[1:]:
+        pair = f"{first.name} vs {other.name}"
+        for key in CONFIG_FIELDS:
+            a, b = first.config.get(key), other.config.get(key)
+            if a != b:
+                diffs.append(Difference(f"config.{key}", f"{a!r} in {first.name}, {b!r} in {other.name}"))
+        if _tied(first) != _tied(other):
+            diffs.append(
+                Difference(
+                    "tied_embeddings", f"{_tied(first)} in {first.name}, {_tied(other)} in {other.name}"
+                )
+            )
+        other_names = set(other.tensor_names())
+        for name in sorted(first_names - other_names)[:5]:
+            diffs.append(Difference("tensor", f"{name} missing from {other.name} ({pair})"))
+        for name in sorted(other_names - first_names)[:5]:
+            diffs.append(Difference("tensor", f"{name} only in {other.name} ({pair})"))
+        for name in sorted(first_names & other_names):
+            a, b = first.info(name), other.info(name)
+            if a.shape != b.shape:
+                diffs.append(
+                    Difference(
+                        "shape", f"{name}: {list(a.shape)} in {first.name}, {list(b.shape)} in {other.name}"
+                    )
+                )
+            elif a.dtype != b.dtype:
+                # Mixed dtypes merge fine (compute is float32) but the user should know.
+                summary.setdefault("note", f"dtype differs for {name}: {a.dtype} vs {b.dtype} ({pair})")
+    return CompatReport(names, summary, diffs)
