@@ -460,11 +460,13 @@ def build_app(
             raise ConfigError("export: choose a variant of the current sweep first")
         target = policy.output_dir(out_dir, field="output folder")
         row = session.row(label) or {"label": label, "kind": "variant"}
-        options: dict[str, Any] = {"card_extra": model_card_extra(row), "overwrite": bool(overwrite)}
-        if "progress" in inspect.signature(export_merge).parameters:
-            options["progress"] = lambda i, n: progress((i, n), desc="writing tensors")
-        # Merging + writing reads checkpoints the engine may be reading: serialized on the engine queue.
-        written = export_merge(session.configs[label], target, **options)
+        written = export_merge(
+            session.configs[label],
+            target,
+            card_extra=model_card_extra(row),
+            overwrite=bool(overwrite),
+            progress=lambda i, n: progress((i, n), desc="writing tensors"),
+        )
         return f"Wrote `{display_path(written)}` (model card with this variant's results included)."
 
     @_readable

@@ -29,9 +29,13 @@ class MergeMethod:
 
 
 def _registry() -> dict[str, MergeMethod]:
-    from engine.methods import linear, task_arithmetic
+    import importlib
 
-    methods = [linear.METHOD, task_arithmetic.METHOD]
+    modules = (
+        "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs", "breadcrumbs_ties",
+        "della", "della_linear", "slerp", "model_stock",
+    )  # fmt: skip
+    methods = [importlib.import_module(f"engine.methods.{name}").METHOD for name in modules]
     return {m.name: m for m in methods}
 
 
