@@ -1,7 +1,15 @@
-"""Checkpoints: a local folder or a hub id, read tensor by tensor through memory-mapped `safe_open`."""
+"""Checkpoints: a local folder or a hub id, read lazily, tensor by tensor (or row range by row range).
+
+Headers are parsed up front (names, shapes, dtypes, byte ranges, checked against the file size, so a truncated
+or corrupt shard is reported before any merge work). Tensor data is read with positional reads into fresh
+buffers rather than kept memory-mapped: a mapping keeps every page it touched in the process's resident set
+until it is closed, so merging through mmap grows RSS to the size of all inputs; explicit reads keep peak memory
+at a few tensors whatever the model size, for one copy out of the page cache. The layout read is safetensors'.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -9,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from engine.errors import CheckpointError
 
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+IDENTITY_SAMPLES = 64
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,8 @@ class TensorInfo:
     shape: tuple[int, ...]
     dtype: torch.dtype
     file: Path
+    offset: int = -1  # absolute byte offset of the data in `file`; -1 for a tensor from a pickle file
+    nbytes: int = 0
 
 
 _SAFETENSORS_DTYPES = {
@@ -38,8 +48,9 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-def _read_header(file: Path) -> dict:
-    """The safetensors JSON header, read directly so a corrupt or truncated file gets a precise message."""
+def _read_header(file: Path) -> tuple[dict, int]:
+    """The safetensors JSON header and where the data starts, read directly so a corrupt or truncated file gets
+    a precise message."""
     try:
         size = file.stat().st_size
         with open(file, "rb") as fh:
@@ -54,13 +65,38 @@ def _read_header(file: Path) -> dict:
             header = json.loads(fh.read(header_len))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{file}: cannot read safetensors header: {exc}") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{file}: corrupt safetensors header (not a JSON object)")
     header.pop("__metadata__", None)
-    data_len = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+    try:
+        data_len = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise CheckpointError(f"{file}: corrupt safetensors header ({exc!r})") from exc
     if 8 + header_len + data_len > size:
         raise CheckpointError(
             f"{file}: truncated safetensors file ({size} bytes, header promises {8 + header_len + data_len})"
         )
-    return header
+    return header, 8 + header_len
+
+
+def _tensor_info(file: Path, name: str, meta: dict, data_start: int) -> TensorInfo:
+    """One header entry, validated: a known dtype and a byte range that matches shape x dtype."""
+    try:
+        dtype = _SAFETENSORS_DTYPES.get(meta["dtype"])
+        shape = tuple(int(d) for d in meta["shape"])
+        begin, end = (int(x) for x in meta["data_offsets"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{file}: corrupt header entry for tensor {name}: {exc!r}") from exc
+    if dtype is None:
+        raise CheckpointError(f"{file}: tensor {name} has unsupported dtype {meta['dtype']}")
+    numel = 1
+    for d in shape:
+        numel *= d
+    if begin < 0 or end - begin != numel * dtype.itemsize:
+        raise CheckpointError(
+            f"{file}: corrupt header for tensor {name}: {end - begin} bytes for shape {list(shape)} {dtype}"
+        )
+    return TensorInfo(shape, dtype, file, data_start + begin, end - begin)
 
 
 class Checkpoint:
@@ -74,16 +110,14 @@ class Checkpoint:
         self.config = _read_json(self.path / "config.json", required=False)
         self.metadata = _read_json(self.path / "mergescope.json", required=False)
         self._infos: dict[str, TensorInfo] = {}
-        self._handles: dict[Path, object] = {}
+        self._handles: dict[Path, int] = {}
         self._pickled: dict[str, torch.Tensor] | None = None
         files = self._weight_files(allow_pickle)
         for file in files:
             if file.suffix == ".safetensors":
-                for tname, meta in _read_header(file).items():
-                    dtype = _SAFETENSORS_DTYPES.get(meta["dtype"])
-                    if dtype is None:
-                        raise CheckpointError(f"{file}: tensor {tname} has unsupported dtype {meta['dtype']}")
-                    self._infos[tname] = TensorInfo(tuple(meta["shape"]), dtype, file)
+                header, data_start = _read_header(file)
+                for tname, meta in header.items():
+                    self._infos[tname] = _tensor_info(file, tname, meta, data_start)
             else:
                 self._load_pickle(file)
 
@@ -134,33 +168,76 @@ class Checkpoint:
             raise CheckpointError(f"{self.path}: no tensor named {name}") from None
 
     def get(self, name: str, device: str | torch.device = "cpu") -> torch.Tensor:
+        """The whole tensor, read from disk now into a fresh buffer the caller owns."""
         info = self.info(name)
-        if self._pickled is not None and name in self._pickled:
-            return self._pickled[name].to(device)
-        handle = self._handles.get(info.file)
-        if handle is None:
+        if info.offset < 0:
+            return self._pickled[name].to(device)  # type: ignore[index]
+        return self._read(info, name, 0, info.shape[0] if info.shape else 1, device)
+
+    def get_rows(
+        self,
+        name: str,
+        start: int,
+        stop: int,
+        device: str | torch.device = "cpu",
+        buffer: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Rows [start, stop) along the first dimension: lets an elementwise merge stream a huge tensor.
+        `buffer` (uint8, large enough) is read into instead of a fresh allocation; the result is a view of it."""
+        info = self.info(name)
+        if info.offset < 0:
+            return self._pickled[name][start:stop].to(device)  # type: ignore[index]
+        return self._read(info, name, start, stop, device, buffer)
+
+    def _fd(self, file: Path) -> int:
+        fd = self._handles.get(file)
+        if fd is None:
             try:
-                handle = safe_open(str(info.file), framework="pt", device="cpu")
-            except Exception as exc:
-                raise CheckpointError(f"{info.file}: cannot open: {exc}") from exc
-            self._handles[info.file] = handle
-        try:
-            tensor = handle.get_tensor(name)
-        except Exception as exc:
-            raise CheckpointError(f"{info.file}: cannot read tensor {name}: {exc}") from exc
-        return tensor if str(device) == "cpu" else tensor.to(device, non_blocking=True)
+                fd = os.open(file, os.O_RDONLY)
+            except OSError as exc:
+                raise CheckpointError(f"{file}: cannot open: {exc}") from exc
+            self._handles[file] = fd
+        return fd
+
+    def _read(self, info: TensorInfo, name: str, start: int, stop: int, device, buffer=None) -> torch.Tensor:
+        rows = info.shape[0] if info.shape else 1
+        row_bytes = info.nbytes // rows if rows else 0
+        shape = (stop - start, *info.shape[1:]) if info.shape else ()
+        size = (stop - start) * row_bytes
+        if buffer is not None and buffer.numel() >= size:
+            buffer = buffer[:size]
+        else:
+            buffer = torch.empty(size, dtype=torch.uint8)
+        view = memoryview(buffer.numpy())
+        fd = self._fd(info.file)
+        position, done = info.offset + start * row_bytes, 0
+        while done < len(view):  # a read may return less than asked for
+            try:
+                got = os.preadv(fd, [view[done:]], position + done)
+            except OSError as exc:
+                raise CheckpointError(f"{info.file}: cannot read tensor {name}: {exc}") from exc
+            if got <= 0:
+                raise CheckpointError(f"{info.file}: truncated while reading tensor {name}")
+            done += got
+        tensor = buffer.view(info.dtype).reshape(shape)
+        return tensor if str(device) == "cpu" else tensor.to(device)
 
     def identity(self) -> str:
-        """Stable, content-derived id: config + every weight file's header and size (cheap: no tensor data)."""
+        """Stable, content-derived id: config + every weight file's size, header and a sample of its data.
+
+        Headers alone do not tell two fine-tunes of one base apart (same names, shapes, offsets), so 64 blocks of
+        4 KiB spread over each file are hashed too: cheap (256 KiB a file), and fine-tunes differ everywhere."""
         digest = hashlib.sha256()
         digest.update(json.dumps(self.config, sort_keys=True).encode())
         for file in sorted({i.file for i in self._infos.values()}):
-            digest.update(file.name.encode())
-            digest.update(str(file.stat().st_size).encode())
-            if file.suffix == ".safetensors":
-                with open(file, "rb") as fh:
-                    header_len = int.from_bytes(fh.read(8), "little")
-                    digest.update(fh.read(header_len))
+            size = file.stat().st_size
+            digest.update(f"{file.name}:{size}".encode())
+            with open(file, "rb") as fh:
+                for k in range(IDENTITY_SAMPLES):
+                    fh.seek(size * k // IDENTITY_SAMPLES)
+                    digest.update(fh.read(4096))
+                fh.seek(max(0, size - 4096))
+                digest.update(fh.read(4096))
         return digest.hexdigest()[:16]
 
     @property
@@ -169,7 +246,13 @@ class Checkpoint:
         return int(value) if value is not None else None
 
     def close(self) -> None:
+        for fd in self._handles.values():
+            os.close(fd)
         self._handles.clear()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown
+            self.close()
 
     def __enter__(self) -> Checkpoint:
         return self

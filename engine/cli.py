@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("engine.commands.merge", "merge checkpoints from a mergekit YAML config"),
     "sweep": ("engine.commands.sweep", "sweep mixture weights, evaluate every point, store the results"),
     "ui": ("ui.cli", "launch the dashboard (default: the embedded demo family)"),
+    "demo": ("engine.commands.demo", "regenerate (and verify) the embedded demo family with its recipe"),
 }
 
 

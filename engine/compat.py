@@ -28,6 +28,7 @@ class CompatReport:
     names: list[str]
     summary: dict[str, object]
     differences: list[Difference] = field(default_factory=list)
+    notes: list[Difference] = field(default_factory=list)  # differences that do not block a merge (dtypes)
 
     @property
     def ok(self) -> bool:
@@ -41,6 +42,9 @@ class CompatReport:
         else:
             lines.append(f"compatible: NO ({len(self.differences)} difference(s))")
             lines += [f"  - {d}" for d in self.differences]
+        if self.notes:
+            lines.append("notes (mergeable; computed in float32):")
+            lines += [f"  - {d}" for d in self.notes]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, object]:
@@ -49,6 +53,7 @@ class CompatReport:
             "checkpoints": self.names,
             "summary": self.summary,
             "differences": [{"field": d.field, "detail": d.detail} for d in self.differences],
+            "notes": [{"field": d.field, "detail": d.detail} for d in self.notes],
         }
 
 
@@ -70,6 +75,7 @@ def compatibility_report(ckpts: Sequence[Checkpoint]) -> CompatReport:
         "dtypes": sorted({str(first.info(n).dtype).removeprefix("torch.") for n in first.tensor_names()}),
     }
     diffs: list[Difference] = []
+    notes: list[Difference] = []
     first_names = set(first.tensor_names())
     for other in ckpts[1:]:
         pair = f"{first.name} vs {other.name}"
@@ -84,10 +90,12 @@ def compatibility_report(ckpts: Sequence[Checkpoint]) -> CompatReport:
                 )
             )
         other_names = set(other.tensor_names())
-        for name in sorted(first_names - other_names)[:5]:
-            diffs.append(Difference("tensor", f"{name} missing from {other.name} ({pair})"))
-        for name in sorted(other_names - first_names)[:5]:
-            diffs.append(Difference("tensor", f"{name} only in {other.name} ({pair})"))
+        for names, what in ((first_names - other_names, "missing from"), (other_names - first_names, "only in")):
+            for name in sorted(names)[:5]:
+                diffs.append(Difference("tensor", f"{name} {what} {other.name} ({pair})"))
+            if len(names) > 5:
+                diffs.append(Difference("tensor", f"... and {len(names) - 5} more {what} {other.name}"))
+        dtype_diffs = 0
         for name in sorted(first_names & other_names):
             a, b = first.info(name), other.info(name)
             if a.shape != b.shape:
@@ -98,5 +106,15 @@ def compatibility_report(ckpts: Sequence[Checkpoint]) -> CompatReport:
                 )
             elif a.dtype != b.dtype:
                 # Mixed dtypes merge fine (compute is float32) but the user should know.
-                summary.setdefault("note", f"dtype differs for {name}: {a.dtype} vs {b.dtype} ({pair})")
-    return CompatReport(names, summary, diffs)
+                dtype_diffs += 1
+                if dtype_diffs <= 3:
+                    notes.append(
+                        Difference("dtype", f"{name}: {_dt(a.dtype)} in {first.name}, {_dt(b.dtype)} in {other.name}")
+                    )
+        if dtype_diffs > 3:
+            notes.append(Difference("dtype", f"... and {dtype_diffs - 3} more tensors differ in dtype in {other.name}"))
+    return CompatReport(names, summary, diffs, notes)
+
+
+def _dt(dtype: object) -> str:
+    return str(dtype).removeprefix("torch.")

@@ -20,6 +20,7 @@ import yaml
 from engine.errors import ConfigError
 from engine.methods import METHODS, REQUIRED, MergeMethod
 
+_DTYPES = ("float32", "float16", "bfloat16", "float64")
 _LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 _TOP_LEVEL_KEYS = {
     "merge_method", "base_model", "models", "parameters", "dtype", "out_dtype",
@@ -114,28 +115,58 @@ def layer_position(tensor_name: str, num_layers: int | None) -> float:
     return int(match.group(1)) / (num_layers - 1) if num_layers > 1 else 1.0
 
 
-def _evaluate(setting: Any, tensor_name: str, t: float) -> Any:
-    if isinstance(setting, (bool, int, float, str)) or setting is None:
-        return setting
+def _coerce(value: Any, kind: type, where: str) -> Any:
+    """Validate one scalar as the parameter's type (bool or float), as mergekit's pydantic check does."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.strip().lower() in ("true", "yes", "1")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{where}: expected a number, got {value!r}")
+
+
+def param_kind(default: Any) -> type:
+    return bool if isinstance(default, bool) else float
+
+
+def _evaluate(setting: Any, tensor_name: str, t: float, kind: type = float, where: str = "parameter") -> Any:
+    """mergekit's evaluation of a parameter setting for one tensor at gradient position t."""
+    if setting is None:
+        return None
+    if isinstance(setting, (bool, int, float, str)):
+        return _coerce(setting, kind, where)
     if isinstance(setting, list):
         if not setting:
             return None
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in setting):
-            scaled = t * (len(setting) - 1)
-            i0 = int(scaled)
-            i1 = min(len(setting) - 1, i0 + 1)
-            frac = scaled - i0
-            return (1 - frac) * setting[i0] + frac * setting[i1]
         if all(isinstance(v, (bool, int, float, str)) for v in setting):
-            return setting[int(t * (len(setting) - 1))]
+            values = [_coerce(v, kind, where) for v in setting]
+            if kind is bool:  # discrete values are picked, not interpolated
+                return values[int(t * (len(values) - 1))]
+            scaled = t * (len(values) - 1)
+            i0 = int(scaled)
+            i1 = min(len(values) - 1, i0 + 1)
+            frac = scaled - i0
+            return (1 - frac) * values[i0] + frac * values[i1]
         for cond in setting:
             filt = cond.get("filter")
-            if filt is None or filt == "*" or filt in tensor_name:
-                return _evaluate(cond.get("value"), tensor_name, t)
+            if filt is None or filt == "*" or (tensor_name and filt in tensor_name):
+                return _evaluate(cond.get("value"), tensor_name, t, kind, where)
         return None
     if isinstance(setting, Mapping) and "value" in setting:
-        return _evaluate([setting], tensor_name, t)
-    raise ConfigError(f"unexpected parameter value {setting!r}")
+        return _evaluate([setting], tensor_name, t, kind, where)
+    raise ConfigError(f"{where}: unexpected parameter value {setting!r}")
 
 
 def _resolve(
@@ -146,9 +177,10 @@ def _resolve(
     t: float,
     model: str | None = None,
 ) -> Any:
+    kind = param_kind(default)
     for scope in scopes:
         if name in scope:
-            value = _evaluate(scope[name], tensor_name, t)
+            value = _evaluate(scope[name], tensor_name, t, kind, f"parameters.{name}")
             if value is not None:
                 return value
     if default is REQUIRED:
@@ -157,10 +189,13 @@ def _resolve(
     return default
 
 
-def _check_value(setting: Any, where: str) -> None:
+def _check_value(setting: Any, where: str, kind: type = float) -> None:
     """Reject parameter values mergekit would not accept (so errors name the field, not a tensor later)."""
     if isinstance(setting, (bool, int, float, str)):
+        _coerce(setting, kind, where)
         return
+    if isinstance(setting, Mapping):
+        setting = [setting]
     if isinstance(setting, list) and setting:
         for item in setting:
             if isinstance(item, Mapping):
@@ -169,14 +204,18 @@ def _check_value(setting: Any, where: str) -> None:
                     raise ConfigError(
                         f"{where}: a condition needs 'value' and optional 'filter', got {dict(item)}"
                     )
-                _check_value(item["value"], where)
-            elif not isinstance(item, (bool, int, float, str)):
+                if item.get("filter") is not None and not isinstance(item["filter"], str):
+                    raise ConfigError(f"{where}: filter must be a string, got {item['filter']!r}")
+                _check_value(item["value"], where, kind)
+            elif isinstance(item, (bool, int, float, str)):
+                _coerce(item, kind, where)
+            else:
                 raise ConfigError(f"{where}: unsupported list element {item!r}")
         return
     raise ConfigError(f"{where}: unsupported value {setting!r}")
 
 
-def _check_params(params: Any, allowed: set[str], where: str, method: str) -> dict[str, Any]:
+def _check_params(params: Any, allowed: dict[str, Any], where: str, method: str) -> dict[str, Any]:
     if params is None:
         return {}
     if not isinstance(params, Mapping):
@@ -186,7 +225,7 @@ def _check_params(params: Any, allowed: set[str], where: str, method: str) -> di
             raise ConfigError(
                 f"{where}: unknown parameter '{name}' for merge_method {method} (allowed: {', '.join(sorted(allowed))})"
             )
-        _check_value(value, f"{where}.parameters.{name}")
+        _check_value(value, f"{where}.parameters.{name}", param_kind(allowed[name]))
     return dict(params)
 
 
@@ -204,7 +243,7 @@ def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
             f"{source}: merge_method: unknown method {method_name!r} (known: {', '.join(sorted(METHODS))})"
         )
     method = METHODS[method_name]
-    allowed = set(method.model_params) | set(method.global_params)
+    allowed = {**method.model_params, **method.global_params}
     models_data = data.get("models")
     if not isinstance(models_data, list) or not models_data:
         raise ConfigError(f"{source}: 'models' must be a non-empty list")
@@ -219,6 +258,10 @@ def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
             raise ConfigError(f"{source}: models[{i}]: unknown field(s) {', '.join(sorted(extra))}")
         params = _check_params(entry.get("parameters"), allowed, f"{source}: models[{i}]", method_name)
         models.append(ModelSpec(entry["model"], params))
+    for key in ("dtype", "out_dtype"):
+        value = data.get(key)
+        if value is not None and str(value).removeprefix("torch.") not in _DTYPES:
+            raise ConfigError(f"{source}: {key}: unknown dtype {value!r} (known: {', '.join(_DTYPES)})")
     base = data.get("base_model")
     if method.requires_base and not base:
         raise ConfigError(f"{source}: base_model: merge_method {method_name} needs a base_model")
@@ -227,8 +270,8 @@ def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
         models=tuple(models),
         base_model=base,
         parameters=_check_params(data.get("parameters"), allowed, source, method_name),
-        dtype=data.get("dtype"),
-        out_dtype=data.get("out_dtype"),
+        dtype=str(data["dtype"]).removeprefix("torch.") if data.get("dtype") else None,
+        out_dtype=str(data["out_dtype"]).removeprefix("torch.") if data.get("out_dtype") else None,
         tokenizer_source=data.get("tokenizer_source"),
         chat_template=data.get("chat_template"),
     )

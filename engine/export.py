@@ -18,8 +18,8 @@ import torch
 
 from engine.checkpoint import Checkpoint, open_checkpoint
 from engine.config import MergeConfig
-from engine.errors import MergeError
-from engine.merge import check_compatible, merge_tensors, open_all, parse_dtype
+from engine.errors import ConfigError, MergeError
+from engine.merge import RowChunks, _merge_stream, check_compatible, open_all, parse_dtype
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
@@ -75,9 +75,14 @@ def _header(slots: Sequence[TensorSlot]) -> bytes:
     return len(raw).to_bytes(8, "little") + raw
 
 
-def _write_tensor(fh, tensor: torch.Tensor) -> None:
+def _write_tensor(fh, tensor: torch.Tensor) -> int:
+    """Write the tensor's bytes straight from its memory (no serialization copy); returns the byte count."""
     data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-    fh.write(memoryview(data))
+    view = memoryview(data)
+    done = 0
+    while done < len(view):  # a raw write may be partial
+        done += fh.write(view[done:])
+    return done
 
 
 def write_shards(
@@ -94,7 +99,7 @@ def write_shards(
     weight_map: dict[str, str] = {}
     total = 0
     for shard, fname in zip(shards, names, strict=True):
-        with open(folder / fname, "wb") as fh:
+        with open(folder / fname, "wb", buffering=0) as fh:
             fh.write(_header(shard))
             for slot in shard:
                 name, tensor = next(stream)
@@ -103,7 +108,14 @@ def write_shards(
                         f"tensor {name}: got {list(tensor.shape)} {tensor.dtype}, expected {slot.name} "
                         f"{list(slot.shape)} {slot.dtype}"
                     )
-                _write_tensor(fh, tensor)
+                if isinstance(tensor, RowChunks):  # written chunk by chunk as they are merged
+                    written = 0
+                    for chunk in tensor.chunks:
+                        written += _write_tensor(fh, chunk)
+                    if written != slot.nbytes:
+                        raise MergeError(f"tensor {name}: {written} bytes written, {slot.nbytes} expected")
+                else:
+                    _write_tensor(fh, tensor)
                 weight_map[name] = fname
                 total += slot.nbytes
     if not single:
@@ -130,17 +142,40 @@ def _model_card(config_yaml: str | None, card_extra: str | None, source: Checkpo
 
 def _copy_support_files(
     source: Checkpoint, folder: Path, out_dtype: torch.dtype | None, chat_template: str | None
-):
+) -> None:
     config = dict(source.config)
     if out_dtype is not None:
-        config["torch_dtype"] = str(out_dtype).removeprefix("torch.")
+        name = str(out_dtype).removeprefix("torch.")
+        config["torch_dtype"] = name
+        if "dtype" in config:  # newer transformers write `dtype`
+            config["dtype"] = name
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     for fname in (*TOKENIZER_FILES, "generation_config.json"):
         src = source.path / fname
         if src.exists():
             shutil.copy2(src, folder / fname)
     if chat_template:
+        # The config's template wins over the source's: written where transformers and vLLM look first.
         (folder / "chat_template.jinja").write_text(chat_template)
+        tok_config = folder / "tokenizer_config.json"
+        if tok_config.exists():
+            data = json.loads(tok_config.read_text())
+            data["chat_template"] = chat_template
+            tok_config.write_text(json.dumps(data, indent=2))
+
+
+def _chat_template(config: MergeConfig) -> str | None:
+    """The config's `chat_template`: Jinja text is used as is; 'auto' keeps the source's. mergekit's named
+    templates (chatml, llama3...) are not bundled here, so they are refused rather than ignored."""
+    template = config.chat_template
+    if not template or template == "auto":
+        return None
+    if "{{" in template or "{%" in template:
+        return template
+    raise ConfigError(
+        f"chat_template: {template!r} is not a Jinja template; give the template text (or 'auto' to keep the "
+        "tokenizer source's)"
+    )
 
 
 class atomic_folder:
@@ -170,20 +205,33 @@ class atomic_folder:
             os.replace(self.tmp, self.dest)
 
 
+def _buffered_slots(
+    tensors: Iterable[tuple[str, torch.Tensor]],
+) -> tuple[Iterable[tuple[str, torch.Tensor]], list[TensorSlot]]:
+    # Without a plan the headers are unknown until every tensor is seen: hold the stream (small models only).
+    held = [(name, tensor.detach().to("cpu")) for name, tensor in tensors]
+    return held, [TensorSlot(n, tuple(t.shape), t.dtype) for n, t in held]
+
+
 def write_checkpoint(
     tensors: Iterable[tuple[str, torch.Tensor]],
     out_dir: str | os.PathLike,
     *,
-    slots: Sequence[TensorSlot],
     source: Checkpoint,
+    slots: Sequence[TensorSlot] | None = None,
     config_yaml: str | None = None,
     card_extra: str | None = None,
     chat_template: str | None = None,
     shard_size: int = 2**30,
     overwrite: bool = False,
 ) -> Path:
-    """Write a loadable model folder (weights, config, tokenizer, generation config, card) atomically."""
+    """Write a loadable model folder (weights, config, tokenizer, generation config, card) atomically.
+
+    With `slots` (every tensor's name, shape and dtype, in stream order) the stream is written as it arrives
+    (constant memory); without, it is held in memory first."""
     with atomic_folder(out_dir, overwrite) as tmp:
+        if slots is None:
+            tensors, slots = _buffered_slots(tensors)
         write_shards(tensors, slots, tmp, shard_size)
         float_dtypes = {s.dtype for s in slots if s.dtype.is_floating_point}
         _copy_support_files(
@@ -193,6 +241,24 @@ def write_checkpoint(
         if config_yaml:
             (tmp / "mergekit_config.yml").write_text(config_yaml)
     return Path(out_dir).resolve()
+
+
+def _tokenizer_source(config: MergeConfig, ckpts: dict[str, Checkpoint], allow_pickle: bool) -> Checkpoint:
+    """Where config.json, tokenizer and chat template come from: `tokenizer_source` if set ('base' = the base
+    model), else the general model (the first model merged into the base)."""
+    ref = config.tokenizer_source
+    if ref == "union":
+        raise ConfigError(
+            "tokenizer_source: 'union' (building a merged vocabulary) is not supported; name one model or 'base'"
+        )
+    if ref == "base":
+        if not config.base_model:
+            raise ConfigError("tokenizer_source: 'base' needs a base_model")
+        return ckpts[config.base_model]
+    if ref:
+        return ckpts[ref] if ref in ckpts else open_checkpoint(ref, allow_pickle=allow_pickle)
+    inputs = config.input_models()
+    return ckpts[inputs[0] if inputs else config.refs()[0]]
 
 
 def export_merge(
@@ -205,9 +271,15 @@ def export_merge(
     overwrite: bool = False,
     card_extra: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    seed: int = 0,
+    allow_pickle: bool = False,
 ) -> Path:
-    """Merge per `config` and write the result to `out_dir` (atomic)."""
-    ckpts = open_all(config)
+    """Merge per `config` and write the result to `out_dir` (atomic). Every input error (incompatible models,
+    bad parameters, an existing `out_dir`) is raised before anything is written."""
+    out_path = Path(out_dir).resolve()
+    if out_path.exists() and not overwrite:
+        raise MergeError(f"{out_path}: already exists (pass --overwrite to replace it)")
+    ckpts = open_all(config, allow_pickle=allow_pickle)
     names = check_compatible(config, ckpts)
     reference = ckpts[config.refs()[0]]
     out_dtype = parse_dtype(dtype) or parse_dtype(config.out_dtype) or parse_dtype(config.dtype)
@@ -219,9 +291,14 @@ def export_merge(
         )
         for n in names
     ]
-    general_ref = config.input_models()[0] if config.input_models() else config.refs()[0]
-    source = open_checkpoint(config.tokenizer_source) if config.tokenizer_source else ckpts[general_ref]
-    stream = merge_tensors(config, device=device, dtype=out_dtype, checkpoints=ckpts, progress=progress)
+    source = _tokenizer_source(config, ckpts, allow_pickle)
+    chat_template = _chat_template(config)
+    num_layers = reference.num_layers
+    for name in names:  # resolve every tensor's parameters now: a bad value fails before any write
+        config.params_for(name, num_layers)
+    stream = _merge_stream(
+        config, device=device, dtype=out_dtype, checkpoints=ckpts, progress=progress, seed=seed
+    )
     return write_checkpoint(
         stream,
         out_dir,
@@ -229,7 +306,7 @@ def export_merge(
         source=source,
         config_yaml=config.to_yaml(),
         card_extra=card_extra,
-        chat_template=config.chat_template,
+        chat_template=chat_template,
         shard_size=shard_size,
         overwrite=overwrite,
     )

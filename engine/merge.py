@@ -1,19 +1,23 @@
 """The streaming merge: one iterator of `(name, tensor)`, read and merged one tensor at a time.
 
 It feeds the exporter (`engine.export`) and the serving backends (in-place weight reload) alike; peak memory is
-the handful of input tensors for one weight name, never whole models.
+the handful of input tensors for one weight name, never whole models. Large tensors of elementwise merges
+(task arithmetic, linear...) go in row chunks: the exporter writes each chunk as it is made, so its memory stays
+at a few chunks whatever the model size.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 
 import torch
 
 from engine.checkpoint import Checkpoint, open_checkpoint
 from engine.config import MergeConfig
-from engine.errors import MergeError
+from engine.errors import MergeError, MergescopeError
+from engine.methods import MergeMethod
 
 DTYPES = {
     "float32": torch.float32,
@@ -33,12 +37,12 @@ def parse_dtype(name: str | None) -> torch.dtype | None:
 
 
 def open_all(
-    config: MergeConfig, checkpoints: Mapping[str, Checkpoint] | None = None
+    config: MergeConfig, checkpoints: Mapping[str, Checkpoint] | None = None, *, allow_pickle: bool = False
 ) -> dict[str, Checkpoint]:
     opened = dict(checkpoints or {})
     for ref in config.refs():
         if ref not in opened:
-            opened[ref] = open_checkpoint(ref)
+            opened[ref] = open_checkpoint(ref, allow_pickle=allow_pickle)
     return opened
 
 
@@ -84,14 +88,114 @@ def _generator(seed: int, name: str, device: torch.device | str) -> torch.Genera
     return gen
 
 
-def _read(ckpt: Checkpoint, name: str, device: str | torch.device, dtype: torch.dtype) -> torch.Tensor:
-    tensor = ckpt.get(name, device=device).to(dtype)
-    if not torch.isfinite(tensor).all():
-        raise MergeError(f"tensor {name} in {ckpt.info(name).file} contains NaN or Inf")
-    return tensor
+def all_finite(tensor: torch.Tensor) -> bool:
+    """True when no element is NaN or ±Inf. A float32 sum is one cheap pass (no mask allocated) and is finite
+    whenever every element is, barring overflow; only a non-finite sum pays for the exact elementwise check."""
+    if not tensor.is_floating_point():
+        return True
+    if bool(torch.isfinite(tensor.sum(dtype=torch.float32 if tensor.dtype != torch.float64 else None))):
+        return True
+    return bool(torch.isfinite(tensor).all())
 
 
-def merge_tensors(
+# Row-chunk size (bytes per input, in the compute dtype) for elementwise merges of large tensors: small enough
+# that a chunk of every input stays in the CPU cache while it is combined, large enough for efficient reads.
+CHUNK_BYTES = 2 * 2**20
+
+
+@dataclass
+class RowChunks:
+    """A merged tensor delivered as consecutive row chunks, each computed when asked for. The exporter writes
+    them as they come (memory: a few chunks, whatever the tensor's size); `materialize()` joins them."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    chunks: Iterator[torch.Tensor]
+
+    def materialize(self, device: str | torch.device = "cpu") -> torch.Tensor:
+        out = torch.empty(self.shape, dtype=self.dtype, device=device)
+        row = 0
+        for chunk in self.chunks:
+            out[row : row + chunk.shape[0]] = chunk
+            row += chunk.shape[0]
+        return out
+
+
+@dataclass
+class _Job:
+    """Everything needed to merge one tensor."""
+
+    name: str
+    base: Checkpoint | None
+    inputs: list[Checkpoint]
+    method: MergeMethod
+    model_params: list[dict]
+    params: dict
+    generator: torch.Generator | None
+    device: str | torch.device
+    compute: torch.dtype
+    target: torch.dtype
+
+    def read(self, ckpt: Checkpoint, rows: tuple[int, int] | None, check: bool, buffer=None) -> torch.Tensor:
+        if rows is None:
+            tensor = ckpt.get(self.name, device=self.device)
+        else:
+            tensor = ckpt.get_rows(self.name, *rows, device=self.device, buffer=buffer)
+        if check and not all_finite(tensor):
+            where = f" (rows {rows[0]}-{rows[1] - 1})" if rows else ""
+            raise MergeError(f"tensor {self.name} in {ckpt.info(self.name).file} contains NaN or Inf{where}")
+        return tensor.to(self.compute)
+
+    def run(self, rows: tuple[int, int] | None = None, buffers=None) -> torch.Tensor:
+        # For a method linear in its inputs a NaN/Inf anywhere reaches the output, so checking the output is
+        # enough (one pass instead of one per input); the inputs are searched only to name the culprit.
+        linear = self.method.linear(self.model_params, self.params)
+        ckpts = ([self.base] if self.base is not None else []) + self.inputs
+        buffers = buffers or [None] * len(ckpts)
+        tensors = [self.read(c, rows, not linear, b) for c, b in zip(ckpts, buffers, strict=True)]
+        base = tensors.pop(0) if self.base is not None else None
+        try:
+            merged = self.method.fn(base, tensors, self.model_params, self.params, self.generator)
+        except MergescopeError:
+            raise
+        except Exception as exc:
+            raise MergeError(f"{self.method.name} failed on tensor {self.name}: {exc}") from exc
+        if linear and not all_finite(merged):
+            for ckpt in ckpts:
+                self.read(ckpt, rows, True)
+            raise MergeError(f"tensor {self.name}: the merge overflowed to Inf/NaN (all inputs are finite)")
+        return merged.to(self.target)
+
+    def streamed(self, rows: int, rows_per: int, numel: int, done: Callable[[], None]) -> Iterator[torch.Tensor]:
+        """The method's multi-pass chunked form (TIES top-k): each pass re-reads the inputs chunk by chunk."""
+        ckpts = [self.base, *self.inputs]
+        buffers = [torch.empty(rows_per * c.info(self.name).nbytes // rows, dtype=torch.uint8) for c in ckpts]
+
+        def read_chunks() -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+            for start in range(0, rows, rows_per):
+                span = (start, min(rows, start + rows_per))
+                base, *tensors = (self.read(c, span, True, b) for c, b in zip(ckpts, buffers, strict=True))
+                yield base, tensors
+
+        try:
+            for chunk in self.method.stream(read_chunks, numel, self.model_params, self.params):
+                yield chunk.to(self.target)
+        except MergescopeError:
+            raise
+        except Exception as exc:
+            raise MergeError(f"{self.method.name} failed on tensor {self.name}: {exc}") from exc
+        done()
+
+    def chunks(self, rows: int, rows_per: int, done: Callable[[], None]) -> Iterator[torch.Tensor]:
+        ckpts = ([self.base] if self.base is not None else []) + self.inputs
+        # Read buffers are reused from chunk to chunk: no page faults on fresh memory for every read.
+        buffers = [torch.empty(rows_per * c.info(self.name).nbytes // rows, dtype=torch.uint8) for c in ckpts]
+        for start in range(0, rows, rows_per):
+            yield self.run((start, min(rows, start + rows_per)), buffers)
+        done()
+
+
+def _merge_stream(
     config: MergeConfig,
     *,
     device: str | torch.device = "cpu",
@@ -99,11 +203,10 @@ def merge_tensors(
     checkpoints: Mapping[str, Checkpoint] | None = None,
     progress: Callable[[int, int], None] | None = None,
     seed: int = 0,
-) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield the merged model's tensors by HF name. `dtype` is the output dtype (default: the config's
-    `out_dtype`, else its `dtype`, else each tensor's dtype in the reference model); compute is in the config's
-    `dtype` (float32 when unset)."""
-    ckpts = open_all(config, checkpoints)
+    allow_pickle: bool = False,
+) -> Iterator[tuple[str, torch.Tensor | RowChunks]]:
+    """`merge_tensors`, except that large tensors of elementwise merges come as `RowChunks`."""
+    ckpts = open_all(config, checkpoints, allow_pickle=allow_pickle)
     names = check_compatible(config, ckpts)
     refs = config.refs()
     reference = ckpts[refs[0]]
@@ -118,20 +221,57 @@ def merge_tensors(
     total = len(names)
     for i, name in enumerate(names):
         info = reference.info(name)
+
+        def done(i: int = i) -> None:
+            if progress is not None:
+                progress(i + 1, total)
+
         if not info.dtype.is_floating_point:
-            # Integer buffers (position ids and the like) are not merged: they must agree, and the reference's is used.
+            # Integer buffers (position ids and the like) are not merged: the reference's is used.
+            done()
             yield name, reference.get(name, device=device)
             continue
         model_params, params = config.params_for(name, num_layers)
-        base_tensor = _read(base, name, device, compute_dtype) if base is not None else None
-        tensors = [_read(c, name, device, compute_dtype) for c in inputs]
-        generator = _generator(seed, name, device) if method.random else None
-        try:
-            merged = method.fn(base_tensor, tensors, model_params, params, generator)
-        except MergeError:
-            raise
-        except Exception as exc:
-            raise MergeError(f"{config.merge_method} failed on tensor {name}: {exc}") from exc
-        yield name, merged.to(out_dtype or info.dtype)
-        if progress is not None:
-            progress(i + 1, total)
+        job = _Job(
+            name, base, inputs, method, model_params, params,
+            _generator(seed, name, device) if method.random else None,
+            device, compute_dtype, out_dtype or info.dtype,
+        )  # fmt: skip
+        rows = info.shape[0] if info.shape else 0
+        row_bytes = info.nbytes // rows * compute_dtype.itemsize // info.dtype.itemsize if rows else 0
+        big = rows > 1 and rows * row_bytes > 2 * CHUNK_BYTES
+        rows_per = max(1, CHUNK_BYTES // max(row_bytes, 1))
+        if big and method.elementwise(model_params, params):
+            yield name, RowChunks(info.shape, job.target, job.chunks(rows, rows_per, done))
+        elif big and base is not None and method.stream and method.streamable(model_params, params):
+            numel = info.nbytes // info.dtype.itemsize
+            yield name, RowChunks(info.shape, job.target, job.streamed(rows, rows_per, numel, done))
+        else:
+            merged = job.run()
+            done()  # before the yield: the consumer may never ask for a next tensor
+            yield name, merged
+
+
+def merge_tensors(
+    config: MergeConfig,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    checkpoints: Mapping[str, Checkpoint] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    seed: int = 0,
+    allow_pickle: bool = False,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield the merged model's tensors by HF name, one at a time, without touching disk (the consumer decides:
+    the exporter writes them, a serving backend loads them in place).
+
+    It validates compatibility before the first tensor and raises `MergeError` naming tensor and file (NaN/Inf
+    inputs included). `dtype` is the output dtype (default: the config's `out_dtype`, else its `dtype`, else
+    each tensor's own); compute is in the config's `dtype`, float32 when unset (mergekit would compute in the
+    inputs' dtype, which loses precision for bf16 inputs; for float32 inputs the two agree). `seed` drives the
+    random methods (DARE, DELLA) per tensor name, so the result does not depend on iteration order."""
+    for name, tensor in _merge_stream(
+        config, device=device, dtype=dtype, checkpoints=checkpoints, progress=progress, seed=seed,
+        allow_pickle=allow_pickle,
+    ):  # fmt: skip
+        yield name, tensor.materialize(device) if isinstance(tensor, RowChunks) else tensor

@@ -6,7 +6,6 @@ enough to start per module.
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
@@ -98,14 +97,22 @@ def test_vllm_reference_checkpoint_loads_as_is(vllm_backend, demo_family):
     assert vllm_backend.generate(checkpoint_config(demo_family.general), prompts, GREEDY) == general
 
 
+def _check_per_prompt_settings(backend, family) -> None:
+    prompts = _prompts(family)
+    one, many = GenerationSettings(max_tokens=1), GenerationSettings(max_tokens=12)
+    settings = [one if i % 2 else many for i in range(len(prompts))]
+    batched = backend.generate(None, prompts, settings)
+    alone = [backend.generate(None, [p], s)[0] for p, s in zip(prompts, settings, strict=True)]
+    assert batched == alone  # each prompt got its own settings inside the one batched call
+    long_of_short = backend.generate(None, prompts[1::2], many)
+    assert any(len(b) < len(lo) for b, lo in zip(batched[1::2], long_of_short, strict=True))
+
+
 @pytest.mark.vllm
 def test_vllm_per_prompt_settings_in_one_batch(vllm_backend, demo_family):
-    prompt = _prompts(demo_family, 1)[0]
-    short, long = vllm_backend.generate(
-        None, [prompt, prompt], [GenerationSettings(max_tokens=2), GenerationSettings(max_tokens=12)]
-    )
-    assert long.startswith(short) and len(long) > len(short)
+    _check_per_prompt_settings(vllm_backend, demo_family)
     sampled = GenerationSettings(max_tokens=12, temperature=1.0, seed=7)
+    prompt = _prompts(demo_family, 1)[0]
     assert vllm_backend.generate(None, [prompt], sampled) == vllm_backend.generate(None, [prompt], sampled)
 
 
@@ -126,23 +133,66 @@ def test_vllm_stream_is_cumulative_and_matches_generate(vllm_backend, demo_famil
     assert vllm_backend.generate(variant, [prompt], GREEDY)[0] == whole
 
 
+def _damaged_skill(family, tmp_path, damage: str):
+    """A copy of the first skill with one tensor damaged: truncated (caught before the swap starts) or with a NaN
+    in the last tensor (caught mid-swap, after the reload began)."""
+    from safetensors.torch import load_file, save_file
+
+    copy = shutil.copytree(next(iter(family.skills.values())), tmp_path / f"{damage}-skill")
+    file = sorted(copy.glob("*.safetensors"))[-1]
+    tensors = load_file(file)
+    name = sorted(tensors)[-1] if damage == "nan" else sorted(tensors)[0]
+    if damage == "nan":
+        tensors[name] = tensors[name].clone()
+        tensors[name].view(-1)[0] = float("nan")
+    else:
+        tensors[name] = tensors[name].reshape(-1)[:-1].clone()
+    save_file(tensors, file, metadata={"format": "pt"})
+    return copy, name
+
+
 @pytest.mark.vllm
-def test_vllm_failed_swap_is_a_clear_error_and_recovers(vllm_backend, demo_family, tmp_path):
-    prompts = _prompts(demo_family, 2)
-    general = vllm_backend.generate(None, prompts, GREEDY)
-    # A skill checkpoint whose config says another architecture size: incompatible with the family.
-    broken = tmp_path / "broken-skill"
-    shutil.copytree(next(iter(demo_family.skills.values())), broken)
-    config = json.loads((broken / "config.json").read_text())
-    config["num_hidden_layers"] = int(config["num_hidden_layers"]) + 1
-    (broken / "config.json").write_text(json.dumps(config))
+@pytest.mark.parametrize("damage", ["shape", "nan"])
+def test_vllm_failed_swap_is_a_clear_error_and_recovers(vllm_backend, demo_family, tmp_path, damage):
     from engine.config import ptm_config
 
+    prompts = _prompts(demo_family, 2)
+    general = vllm_backend.generate(None, prompts, GREEDY)
+    at_one = vllm_backend.generate(_ptm(demo_family, 1.0), prompts, GREEDY)
+    broken, tensor = _damaged_skill(demo_family, tmp_path, damage)
     bad = ptm_config(str(demo_family.base), str(demo_family.general), {str(broken): 0.5})
-    with pytest.raises(BackendError, match="broken-skill|num_hidden_layers"):
+    with pytest.raises(BackendError) as failure:
         vllm_backend.generate(bad, prompts, GREEDY)
-    # The engine survives; the next call reloads the start model in full.
+    assert tensor in str(failure.value) and str(broken) in str(failure.value)  # names tensor and file
+    # The engine survives, even a swap that failed half way; the next calls reload in full.
     assert vllm_backend.generate(None, prompts, GREEDY) == general
+    assert vllm_backend.generate(_ptm(demo_family, 1.0), prompts, GREEDY) == at_one
+
+
+@pytest.mark.vllm
+def test_vllm_swap_resets_prefix_cache_and_waits_for_a_running_stream(vllm_backend, demo_family, monkeypatch):
+    """No reply mixes two variants: a swap waits until the running stream ends, then resets the prefix cache."""
+    import threading
+
+    prompt = _prompts(demo_family, 1)[0]
+    long = GenerationSettings(max_tokens=24)
+    general = vllm_backend.generate(None, [prompt], long)[0]
+    variant = _ptm(demo_family, 1.0)
+    resets = []
+    original = vllm_backend.llm.reset_prefix_cache
+    monkeypatch.setattr(vllm_backend.llm, "reset_prefix_cache", lambda *a, **k: (resets.append(1), original())[1])
+
+    stream = vllm_backend.stream(None, prompt, long)
+    chunks = [next(stream)]  # the stream now holds the backend
+    other: list[str] = []
+    swapper = threading.Thread(target=lambda: other.extend(vllm_backend.generate(variant, [prompt], long)))
+    swapper.start()
+    swapper.join(timeout=2.0)
+    assert swapper.is_alive() and not resets  # the swap waits for the stream
+    chunks += list(stream)
+    swapper.join()
+    assert chunks[-1] == general  # the stream finished on the weights it started on
+    assert len(resets) == 1 and other == vllm_backend.generate(variant, [prompt], long)
 
 
 # --- transformers --------------------------------------------------------------------------------------------
@@ -167,10 +217,7 @@ def test_transformers_stream_matches_generate(hf_backend, demo_family):
     whole = hf_backend.generate(None, [prompt], GREEDY)[0]
     chunks = list(hf_backend.stream(None, prompt, GREEDY))
     assert chunks and chunks[-1].strip() == whole.strip()
-    short, long = hf_backend.generate(
-        None, [prompt, prompt], [GenerationSettings(max_tokens=2), GenerationSettings(max_tokens=12)]
-    )
-    assert long.startswith(short.strip()) and len(long) > len(short)
+    _check_per_prompt_settings(hf_backend, demo_family)
 
 
 def test_stream_may_finish_on_another_thread(hf_backend, demo_family):

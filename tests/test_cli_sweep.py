@@ -36,6 +36,21 @@ def _suite_copy(family, tmp_path: Path, name: str = "suite") -> Path:
     raise pytest.skip(f"first demo suite {source} is not a suite folder")
 
 
+def _small_suite(family, tmp_path: Path, n: int = 16) -> Path:
+    """The first demo suite cut to `n` items: the CLI runs below exercise the whole loop, not the suite size."""
+    suite = _suite_copy(family, tmp_path, name="small")
+    items = (suite / "items.jsonl").read_text().splitlines()[:n]
+    (suite / "items.jsonl").write_text("\n".join(items) + "\n")
+    return suite
+
+
+def _result_rows(store: Path) -> dict[str, float]:
+    import sqlite3
+
+    with sqlite3.connect(store) as db:
+        return dict(db.execute("SELECT key, created FROM results").fetchall())
+
+
 def test_help_mentions_the_demo_default(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["sweep", "--help"])
@@ -110,7 +125,7 @@ def test_sweep_runs_exports_and_reuses_the_store(capsys, demo_family, tmp_path):
     store, csv_path, json_path = tmp_path / "r.db", tmp_path / "sweep.csv", tmp_path / "sweep.json"
     args = [
         *_family_args(demo_family),
-        *["--evals", demo_family.suites[0], "--weights", "0,1", "--no-standard-references"],
+        *["--evals", _small_suite(demo_family, tmp_path), "--weights", "0,1", "--no-standard-references"],
         *["--backend", "transformers", "--store", store, "--csv", csv_path, "--json", json_path],
         "--no-heuristic-point",
     ]
@@ -131,3 +146,54 @@ def test_sweep_runs_exports_and_reuses_the_store(capsys, demo_family, tmp_path):
     progress = [line for line in err.splitlines() if line.startswith("[")]
     assert len(progress) == 2 and all("stored" in line for line in progress)
     assert out_again == out  # the same table from the stored results
+
+
+def test_killed_sweep_resumes_without_recomputing(capsys, demo_family, tmp_path):
+    """A sweep killed with SIGKILL (no cleanup at all) keeps every finished result; the re-run reuses them (the
+    stored rows are not rewritten) and computes only the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    store = tmp_path / "r.db"
+    args = [
+        *_family_args(demo_family),
+        *["--evals", _small_suite(demo_family, tmp_path, n=8), "--weights", "0:1:0.2", "--no-standard-references"],
+        *["--backend", "transformers", "--store", store, "--no-heuristic-point"],
+    ]
+    command = [sys.executable, "-m", "engine.cli", "sweep", *map(str, args)]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    done = 0
+    try:
+        for line in proc.stderr:
+            done += line.startswith("[")
+            if done == 2:
+                proc.send_signal(signal.SIGKILL)
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    assert done == 2
+    before = _result_rows(store)
+    assert len(before) >= 2  # what finished before the kill is on disk
+
+    code, _, err = _run(capsys, *args)
+    assert code == 0, err
+    progress = [line for line in err.splitlines() if line.startswith("[")]
+    stored = [line for line in progress if "stored" in line]
+    assert len(progress) == 6 and len(stored) == len(before) and len(stored) < 6
+    after = _result_rows(store)
+    assert len(after) == 6 and all(after[key] == created for key, created in before.items())
+
+
+@pytest.mark.slow
+def test_demo_sweep_with_vllm_defaults(capsys, tmp_path):
+    """`mergescope sweep` with no checkpoint flags: the demo family, its suites and references, on vLLM (starts its
+    own engine, hence slow)."""
+    code, out, err = _run(capsys, "--weights", "0,0.5", "--backend", "vllm", "--store", tmp_path / "r.db")
+    assert code == 0, err
+    assert "vllm backend ready" in err
+    labels = [line.split()[0] for line in out.splitlines()[2:] if line and not line.startswith(("heuristic", "scores"))]
+    assert labels[:2] == ["general", "base"] and "ω=0" in labels and "ω=0.5" in labels

@@ -42,6 +42,35 @@ def test_format_weights():
     assert format_weights((0.2, 1.0)) == "ω=(0.2,1)"
 
 
+def _tiny_checkpoint(folder, seed: int):
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 1}))
+    g = torch.Generator().manual_seed(seed)
+    tensors = {f"model.layers.0.w{i}": torch.randn(64, 64, generator=g) for i in range(8)}
+    save_file(tensors, folder / "model.safetensors")
+    return folder
+
+
+@pytest.mark.parametrize("full_hash_bytes", [None, 1024])  # whole-file hash, and the sampled path
+def test_checkpoint_identity_tells_fine_tunes_apart(tmp_path, monkeypatch, full_hash_bytes):
+    """Two fine-tunes of one architecture have the same headers: the store key must still tell them apart."""
+    import engine.sweep as sweep_module
+    from engine.checkpoint import open_checkpoint
+
+    if full_hash_bytes is not None:
+        monkeypatch.setattr(sweep_module, "FULL_HASH_BYTES", full_hash_bytes)
+    a = open_checkpoint(_tiny_checkpoint(tmp_path / "a", seed=1))
+    b = open_checkpoint(_tiny_checkpoint(tmp_path / "b", seed=2))
+    a_copy = open_checkpoint(shutil.copytree(a.path, tmp_path / "elsewhere"))
+    ids = [sweep_module.checkpoint_identity(c) for c in (a, b, a_copy)]
+    assert ids[0] != ids[1] and ids[0] == ids[2]
+
+
 def _spec(family, **kw) -> SweepSpec:
     skills = kw.pop("skills", {n: str(p) for n, p in list(family.skills.items())[:1]})
     return SweepSpec(
@@ -142,7 +171,7 @@ def test_suite_settings_override_defaults(demo_family):
 # --- real sweeps ---------------------------------------------------------------------------------------------
 @pytest.mark.vllm
 def test_sweep_stores_reuses_and_resumes(vllm_backend, demo_family, tmp_path):
-    spec = _spec(demo_family, weights=[0.0, 1.0], standard_references=False)
+    spec = _spec(demo_family, weights=[0.0, 1.0], standard_references=False, heuristic_point=False)
     prepared = prepare_sweep(spec)
     path = tmp_path / "results.db"
     with ResultStore(path) as store:

@@ -41,7 +41,7 @@ def ui(vllm_backend, demo_family, tmp_path_factory):
 def small_spec(family, *, skills: str | None = None, weights: str = WEIGHTS) -> list:
     """Inputs of the sweep events, in the page's order: one skill, two ω, the heuristic point, no references, a
     general suite and the two safety suites (so every plot has data and the sweep stays quick)."""
-    suites = [str(p) for p in family.suites]
+    suites = [str(Path(p).resolve()) for p in family.suites]
     wanted = [p for p in suites if any(k in Path(p).name for k in ("general", "harmful", "benign"))][
         :3
     ] or suites
@@ -56,6 +56,7 @@ def small_spec(family, *, skills: str | None = None, weights: str = WEIGHTS) -> 
         weights,
         False,
         wanted,
+        "",
         False,
         True,
     ]
@@ -83,7 +84,7 @@ def test_compatibility_report_and_path_policy(ui):
     family = ui["family"]
     skills = "\n".join(f"{n}={p}" for n, p in family.skills.items())
     report = c.predict(str(family.base), str(family.general), skills, "", api_name="/check")
-    assert "✅ compatible" in report
+    assert "### Compatible" in report
     with pytest.raises(gradio_client.exceptions.AppError, match="outside the allowed roots"):
         c.predict("/etc", str(family.general), skills, "", api_name="/check")
     with pytest.raises(gradio_client.exceptions.AppError, match="does not exist"):
@@ -92,7 +93,7 @@ def test_compatibility_report_and_path_policy(ui):
 
 @pytest.mark.vllm
 def test_sweep_fills_plot_table_and_picker(swept, ui):
-    _, (trade, safety, _grid, table, _y, picked, _export, status) = swept
+    _, (trade, safety, _grid, table, y_axis, picked, export_variant, status) = swept
     assert status.startswith("Done")
     curve = next(t for t in plot_traces(trade) if t["name"] == "merge ω")
     # ω = 0, the |D|/|G| heuristic, 1: one marker each
@@ -102,7 +103,12 @@ def test_sweep_fills_plot_table_and_picker(swept, ui):
     labels = [row[0].rstrip(" ★") for row in table["data"]]
     assert labels[0] == "ω=0" and labels[-1] == "ω=1" and len(labels) == 3
     assert any(h.startswith("suite ") for h in table["headers"])
-    assert set(picked["choices"] if isinstance(picked, dict) else labels) >= {"ω=0", "ω=1"}
+    # The swept skill's score is the default y axis (safety's score is the harmful-refusal rate); a new sweep
+    # clears the chat picker and offers its first point for export.
+    skill = next(iter(ui["family"].skills))
+    assert y_axis == ("harmful_refusal" if skill == "safety" else f"skill:{skill}")
+    assert not picked
+    assert export_variant == labels[0]
 
 
 @pytest.mark.vllm
@@ -143,8 +149,10 @@ def test_chat_without_a_sweep_is_a_readable_error(ui):
 @pytest.mark.vllm
 def test_export_yaml_describes_the_variant(swept, ui):
     c, _ = swept
-    path = c.predict("ω=1", api_name="/export_yaml")
-    data = yaml.safe_load(Path(path).read_text())
+    path, text = c.predict("ω=1", api_name="/export_yaml")
+    assert Path(path).name == "omega_1.yml"
+    assert Path(path).read_text() == text  # the file and the text shown in the page are the same YAML
+    data = yaml.safe_load(text)
     assert data["merge_method"] == "task_arithmetic"
     weights = {Path(m["model"]).name: m["parameters"]["weight"] for m in data["models"]}
     skill_dir = Path(next(iter(ui["family"].skills.values()))).name
@@ -226,6 +234,11 @@ def test_path_policy_keeps_reads_and_writes_inside_the_roots(tmp_path):
     assert policy.output_dir(str(root / "new" / "out"), field="out") == (root / "new" / "out").resolve()
     with pytest.raises(ConfigError, match="outside"):
         policy.output_dir(str(root / ".." / "outside" / "out"), field="out")
+    assert policy.existing(str(root / "ckpt"), field="eval suite") == (root / "ckpt").resolve()
+    with pytest.raises(ConfigError, match="eval suite: .* does not exist"):
+        policy.existing("org/not-a-local-folder", field="eval suite")  # suites are never hub ids
+    with pytest.raises(ConfigError, match="eval suite: .* outside the allowed roots"):
+        policy.existing(str(outside), field="eval suite")
     assert parse_named_lines("a=/x\n\n/y/b\n", field="skills") == {"a": "/x", "b": "/y/b"}
     with pytest.raises(ConfigError, match="appears twice"):
         parse_named_lines("a=/x\na=/y", field="skills")

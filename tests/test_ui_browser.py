@@ -26,12 +26,14 @@ TIMEOUT_MS = 240_000  # a sweep on 2 shared CPU cores; not a timing assertion, a
 
 
 @pytest.fixture(scope="module")
-def page_url(vllm_backend, demo_family, tmp_path_factory):
+def app_info(vllm_backend, demo_family, tmp_path_factory):
+    """The dashboard on the session's shared vLLM backend, with its own results store."""
     from ui.app import build_app, launch
 
     work = tmp_path_factory.mktemp("ui-browser")
+    store = work / "results.db"
     app = build_app(
-        store_path=work / "results.db",
+        store_path=store,
         allowed_roots=[Path(__file__).resolve().parent.parent / "assets", work],
         backend=vllm_backend,
         family=demo_family,
@@ -39,7 +41,7 @@ def page_url(vllm_backend, demo_family, tmp_path_factory):
     )
     launch(app, port=None, block=False)
     try:
-        yield app.local_url
+        yield {"url": app.local_url, "store": store}
     finally:
         app.close()
 
@@ -62,12 +64,34 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def test_sweep_chat_export_in_a_browser(page_url, browser, demo_family):
+def telling_prompt(store_path: Path, family, a: str, b: str) -> str:
+    """A safety probe on which the sweep just stored different (greedy) replies for points `a` and `b`, so their
+    chat replies must differ too; the first harmful probe where the store has none."""
+    from engine.store import ResultStore
+    from evals import load_suites
+    from ui.app import probe_prompts
+
+    prompts = {}
+    for suite in load_suites([str(p) for p in family.suites]):
+        for item in suite.items:
+            prompts[item.id] = [m["content"] for m in item.messages if m["role"] == "user"][-1]
+    with ResultStore(store_path) as store:
+        points = {p["label"]: p for p in store.sweep_points(store.resolve_sweep(None))}
+    for suite, stored in points[a]["suites"].items():
+        mine, theirs = stored["payload"], points[b]["suites"][suite]["payload"]
+        if mine["aggregate"].startswith("safety"):
+            for item_id, x, y in zip(mine["item_ids"], mine["replies"], theirs["replies"], strict=True):
+                if x.strip() != y.strip():
+                    return prompts[item_id]
+    return probe_prompts([str(p) for p in family.suites])["harmful"][0]
+
+
+def test_sweep_chat_export_in_a_browser(app_info, browser, demo_family):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(TIMEOUT_MS)
-    page.goto(page_url)
+    page.goto(app_info["url"])
     page.get_by_role("tab", name="Checkpoints").wait_for()
-    page.wait_for_function("document.querySelector('#compat-report').innerText.includes('compatible')")
+    page.wait_for_function("document.querySelector('#compat-report').innerText.includes('Compatible')")
     shot(page, "1-open")
 
     # --- a small sweep: ω = 0 and 1 (+ the |D|/|G| point), no reference models, three suites --------------------
@@ -76,9 +100,8 @@ def test_sweep_chat_export_in_a_browser(page_url, browser, demo_family):
     page.locator("#use-refs").get_by_role("checkbox").uncheck()
     keep = ("general", "harmful", "benign")
     for name in [Path(p).name for p in demo_family.suites]:
-        box = page.locator("#suites").get_by_label(name, exact=True)
         if not any(k in name for k in keep):
-            box.uncheck()
+            page.locator("#suites").get_by_label(name, exact=True).uncheck()
     page.locator("#run-sweep").click()
     page.wait_for_function("document.querySelector('#sweep-status').innerText.startsWith('Done')")
     plot = page.locator("#tradeoff-plot .js-plotly-plot")
@@ -87,27 +110,34 @@ def test_sweep_chat_export_in_a_browser(page_url, browser, demo_family):
     curve = next(t for t in traces if t["name"] == "merge ω")
     assert curve["n"] == 3  # one point per ω: 0, |D|/|G|, 1
     assert any(t["name"].startswith("|D|/|G|") for t in traces)
+    safety = page.locator("#safety-plot .js-plotly-plot")
+    safety.wait_for()
+    assert "merge ω" in safety.evaluate("el => el.data.map(t => t.name)")
+    assert page.locator("#results-table .virtual-row").count() == 3
     shot(page, "2-sweep")
 
-    # --- pick two variants by clicking their table rows ---------------------------------------------------------
-    rows = page.locator("#results-table tbody tr")
-    assert rows.count() == 3
-    rows.nth(0).locator("td").first.click()
-    rows.nth(2).locator("td").first.click()
+    # --- pick two variants by clicking their rows in the table (gr.Plot has no click event) --------------------
+    table = page.locator("#results-table")
+    table.get_by_role("gridcell", name="ω=0", exact=True).click()
+    page.locator("#picker").get_by_label("ω=0", exact=True).wait_for()
+    table.get_by_role("gridcell", name="ω=1", exact=True).click()
     page.get_by_role("tab", name="Chat").click()
     picker = page.locator("#picker")
+    page.wait_for_function(
+        "document.querySelectorAll('#picker input[type=checkbox]:checked').length == 2"
+    )
     assert picker.get_by_label("ω=0", exact=True).is_checked()
     assert picker.get_by_label("ω=1", exact=True).is_checked()
 
-    # --- one prompt to both; replies stream into each pane, with a refusal badge ------------------------------------
-    from ui.app import probe_prompts
-
-    harmful = probe_prompts([str(p) for p in demo_family.suites])["harmful"][0]
-    page.locator("#prompt").get_by_role("textbox").fill(harmful)
+    # --- one prompt to both; replies stream into each pane, each with a refusal badge ---------------------------
+    prompt = telling_prompt(app_info["store"], demo_family, "ω=0", "ω=1")
+    page.locator("#prompt").get_by_role("textbox").fill(prompt)
     page.locator("#send").click()
     for pane in ("#pane-0", "#pane-1"):
         page.locator(f"{pane} .ms-badge-refuse, {pane} .ms-badge-comply").first.wait_for()
-    replies = [page.locator(f"{pane} .bot").last.inner_text() for pane in ("#pane-0", "#pane-1")]
+    replies = [page.locator(f"{pane} [data-testid=bot]").last.inner_text() for pane in ("#pane-0", "#pane-1")]
+    users = [page.locator(f"{pane} [data-testid=user]").last.inner_text() for pane in ("#pane-0", "#pane-1")]
+    assert users == [prompt, prompt]
     assert all(r.strip() for r in replies)
     assert replies[0] != replies[1]
     assert not page.locator("#pane-2").is_visible()
@@ -115,13 +145,17 @@ def test_sweep_chat_export_in_a_browser(page_url, browser, demo_family):
 
     # --- export the YAML of the picked variant (the last one added: ω=1) ------------------------------------------
     page.get_by_role("tab", name="Export").click()
+    assert page.locator("#export-variant input").first.input_value() == "ω=1"
     page.locator("#export-yaml").click()
     link = page.locator("#yaml-file a").first
     link.wait_for()
-    text = page.request.get(link.get_attribute("href")).text()
-    data = yaml.safe_load(text)
+    data = yaml.safe_load(page.request.get(link.get_attribute("href")).text())
     assert data["merge_method"] == "task_arithmetic"
+    assert Path(data["base_model"]).name == Path(demo_family.base).name
     weights = {Path(m["model"]).name: m["parameters"]["weight"] for m in data["models"]}
-    assert weights[Path(next(iter(demo_family.skills.values()))).name] == pytest.approx(1.0)
+    assert weights == {
+        Path(demo_family.general).name: pytest.approx(1.0),
+        Path(next(iter(demo_family.skills.values()))).name: pytest.approx(1.0),
+    }
     shot(page, "4-export")
     page.close()

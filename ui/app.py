@@ -9,8 +9,10 @@ has its own `Session` in `gr.State`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import logging
 import re
 import tempfile
 import threading
@@ -23,15 +25,19 @@ import pandas as pd
 import yaml
 
 from engine.errors import ConfigError, MergescopeError
+from engine.store import ResultStore, atomic_write_text, stable_hash
 from ui import figures
 from ui.state import MAX_CHAT_VARIANTS, PathPolicy, Session, display_path, parse_named_lines, row_from_result
 
 if TYPE_CHECKING:
     from engine.backends.base import Backend
 
+log = logging.getLogger(__name__)
+
 ENGINE_QUEUE = "engine"
 DEFAULT_WEIGHTS = "0:1:0.1"
 PROBES_PER_KIND = 4
+EXPORT_PREFIX = "mergescope-"
 CSS = """
 .ms-badge-refuse { color: #b00020; font-weight: 600; }
 .ms-badge-comply { color: #1b7f3b; font-weight: 600; }
@@ -69,6 +75,7 @@ class EngineHolder:
 
     def __init__(self, backend: Backend | None, factory: Callable[[Path], Backend] | None) -> None:
         self._backend = backend
+        self._owned = backend is None  # an engine we start, we also close; a given one belongs to the caller
         self._factory = factory
         self._lock = threading.Lock()
 
@@ -84,6 +91,27 @@ class EngineHolder:
     def started(self) -> bool:
         return self._backend is not None
 
+    def warm_up(self, start_model: str | Path) -> threading.Thread:
+        """Start the engine in the background now, so the first sweep or chat does not wait for it. A failure is
+        only logged here: the first real use retries and shows the error in the page."""
+
+        def run() -> None:
+            try:
+                self.get(start_model)
+            except Exception as exc:  # reported again, readably, on first use
+                log.warning("engine warm-up failed: %s", exc)
+
+        thread = threading.Thread(target=run, name="mergescope-engine-warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        """Shut down the engine if this holder started it (its worker processes must not outlive the app)."""
+        with self._lock:
+            backend, self._backend = self._backend, None
+        if backend is not None and self._owned:
+            backend.close()
+
 
 # --- defaults from the demo family -------------------------------------------------------------------------------
 class Defaults:
@@ -92,7 +120,7 @@ class Defaults:
     def __init__(self, family: Any | None) -> None:
         self.family = family
         if family is None:
-            self.base = self.general = self.skills = self.references = ""
+            self.base = self.general = self.skills = self.other_skills = self.references = ""
             self.suites: list[tuple[str, str]] = []
             self.dataset_sizes: dict[str, int] = {}
             return
@@ -103,7 +131,8 @@ class Defaults:
         self.skills = "\n".join(f"{n}={display_path(p)}" for n, p in skills[:1])
         self.other_skills = "\n".join(f"{n}={display_path(p)}" for n, p in skills)
         self.references = "\n".join(f"{n}={display_path(p)}" for n, p in family.references.items())
-        self.suites = [(Path(p).name, display_path(p)) for p in family.suites]
+        # Values are absolute paths (what the API takes too); the page shows the suite's folder name.
+        self.suites = [(Path(p).name, str(Path(p).resolve())) for p in family.suites]
         self.dataset_sizes = dict(family.dataset_sizes or {})
 
 
@@ -133,10 +162,9 @@ def _table(session: Session) -> pd.DataFrame:
     return pd.DataFrame(body, columns=header)
 
 
-def _y_choices(session: Session, current: str | None) -> dict[str, Any]:
+def _y_choices(session: Session, y_metric: str | None) -> dict[str, Any]:
     choices = figures.skill_metrics(session.rows)
-    value = current if current in choices else (choices[0] if choices else None)
-    return gr.update(choices=[(figures.metric_title(c), c) for c in choices], value=value)
+    return gr.update(choices=[(figures.metric_title(c), c) for c in choices], value=y_metric)
 
 
 def _figures(session: Session, y_metric: str | None) -> tuple[Any, Any, Any]:
@@ -147,12 +175,18 @@ def _figures(session: Session, y_metric: str | None) -> tuple[Any, Any, Any]:
     )
 
 
+def _kept_histories(session: Session, sweep_id: str) -> dict[str, list[dict[str, str]]]:
+    # Chats survive re-running or reopening the same sweep; another sweep's "ω=0.5" is another model.
+    return session.histories if session.sweep_id == sweep_id else {}
+
+
 def _badge(reply: str) -> str:
     from evals import is_refusal
 
+    # Words, not emoji: they read the same in every font (headless browsers often lack emoji fonts).
     if is_refusal(reply):
-        return '<span class="ms-badge-refuse">⛔ refusal</span>'
-    return '<span class="ms-badge-comply">✅ answered</span>'
+        return '<span class="ms-badge-refuse">[refusal]</span>'
+    return '<span class="ms-badge-comply">[answered]</span>'
 
 
 def _display(history: list[dict[str, str]], *, streaming: bool = False) -> list[dict[str, str]]:
@@ -168,7 +202,8 @@ def _display(history: list[dict[str, str]], *, streaming: bool = False) -> list[
 
 
 def _safe_name(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "variant"
+    """A file name for a point label: `ω=0.25` -> `omega_0.25`, `ω=(0,1)` -> `omega_0_1`."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label.replace("ω", "omega")).strip("_") or "variant"
 
 
 def model_card_extra(row: dict[str, Any]) -> str:
@@ -198,10 +233,11 @@ def build_app(
     backend_factory: Callable[[Path], Backend] | None = None,
     family: Any | None = None,
     default_weights: str = DEFAULT_WEIGHTS,
+    warm_up: bool = False,
 ) -> gr.Blocks:
     """The dashboard. Pass a running `backend` (tests share one) or a `backend_factory(start_model)` (started on
-    first use). `family`: the demo family the page opens on (None: empty fields)."""
-    from engine.store import ResultStore
+    first use, or at once in the background with `warm_up`, on the family's general model). `family`: the demo
+    family the page opens on (None: empty fields)."""
 
     policy = PathPolicy.from_dirs(list(allowed_roots))
     engine = EngineHolder(backend, backend_factory)
@@ -215,10 +251,25 @@ def build_app(
     downloads = Path(tempfile.mkdtemp(prefix="mergescope-ui-"))
     probes = probe_prompts([p for _, p in defaults.suites])
     discovered = policy.discover()
+    # Exports go below the working directory when it is an allowed root (never into the shipped assets).
+    export_root = Path.cwd() if policy.allowed(Path.cwd()) else policy.roots[-1]
+    if warm_up and backend is None and defaults.general:
+        engine.warm_up(defaults.general)
 
     # --- event handlers -------------------------------------------------------------------------------------------
     def _spec(
-        base, general, skills_text, refs_text, method, params_text, weights, grid, suites, use_refs, heur
+        base,
+        general,
+        skills_text,
+        refs_text,
+        method,
+        params_text,
+        weights,
+        grid,
+        suites,
+        extra_suites,
+        use_refs,
+        heur,
     ):
         from engine.backends.base import GenerationSettings
         from engine.sweep import SweepSpec, parse_weights
@@ -237,7 +288,8 @@ def build_app(
             raise ConfigError(f"method parameters: not YAML ({exc})") from exc
         if not isinstance(params, dict):
             raise ConfigError("method parameters: expected a mapping such as {density: 0.5}")
-        suite_paths = [str(policy.checkpoint(s, field="suite")) for s in (suites or [])]
+        chosen = [*(suites or []), *(line.strip() for line in (extra_suites or "").splitlines())]
+        suite_paths = [str(policy.existing(s, field="eval suite")) for s in chosen if s]
         return SweepSpec(
             base=policy.checkpoint(base, field="base"),
             general=policy.checkpoint(general, field="general"),
@@ -268,7 +320,7 @@ def build_app(
         for n, p in parse_named_lines(refs_text, field="references").items():
             refs[f"reference {n}"] = policy.checkpoint(p, field=f"reference {n}")
         report = compatibility_report([open_checkpoint(p) for p in refs.values()])
-        verdict = "✅ compatible" if report.ok else "❌ not compatible"
+        verdict = "Compatible" if report.ok else "NOT compatible"
         listing = "\n".join(
             f"- **{role}**: `{display_path(p) if Path(p).exists() else p}`" for role, p in refs.items()
         )
@@ -292,14 +344,18 @@ def build_app(
 
     @_readable
     def run_sweep_ui(session: Session, y_metric, *inputs, progress=gr.Progress()):  # noqa: B008
-        from engine.store import stable_hash
         from engine.sweep import prepare_sweep, run_sweep
 
         spec = _spec(*inputs)
         prepared = prepare_sweep(spec)
-        session = Session(skills=list(spec.skill_paths), histories=session.histories, general=spec.general)
+        sweep_id = stable_hash(prepared.store_spec())[:16]
+        session = Session(
+            skills=list(spec.skill_paths),
+            histories=_kept_histories(session, sweep_id),
+            sweep_id=sweep_id,
+            general=spec.general,
+        )
         session.configs = {p.label: p.config for p in prepared.points}
-        session.sweep_id = stable_hash(prepared.store_spec())[:16]
         total = len(prepared.points)
         progress((0, total), desc="starting the engine" if not engine.started else "sweeping")
         yield _sweep_outputs(session, y_metric, f"Sweeping {total} points…")
@@ -315,6 +371,7 @@ def build_app(
         )
 
     def _sweep_outputs(session: Session, y_metric: str | None, status: str) -> tuple:
+        y_metric = figures.default_metric(session.rows, session.skills, y_metric)
         trade, safety, heat = _figures(session, y_metric)
         labels = session.labels()
         return (
@@ -332,7 +389,6 @@ def build_app(
     @_readable
     def reopen(session: Session, y_metric, *inputs):
         """Show a stored sweep with these inputs without recomputing anything."""
-        from engine.store import stable_hash
         from engine.sweep import prepare_sweep
 
         prepared = prepare_sweep(_spec(*inputs))
@@ -346,7 +402,7 @@ def build_app(
             )
         session = Session(
             skills=list(prepared.spec.skill_paths),
-            histories=session.histories,
+            histories=_kept_histories(session, sweep_id),
             sweep_id=sweep_id,
             general=prepared.spec.general,
         )
@@ -365,14 +421,26 @@ def build_app(
         except MergescopeError as exc:
             return _sweep_outputs(session, y_metric, f"Fill in the checkpoints to start ({exc}).")
 
+    def two_skills_for_grid(on: bool, skills_text: str):
+        """Ticking the 2-D grid with fewer than two skills listed fills in the family's first two."""
+        try:
+            listed = parse_named_lines(skills_text, field="skills")
+        except MergescopeError:
+            return gr.update()
+        family_skills = [line for line in defaults.other_skills.splitlines() if line.strip()]
+        if not on or len(listed) >= 2 or len(family_skills) < 2:
+            return gr.update()
+        return "\n".join(family_skills[:2])
+
     def redraw(session: Session, y_metric: str | None):
         return figures.tradeoff_figure(session.rows, y_metric)
 
     def pick_from_table(session: Session, selected: list[str], evt: gr.SelectData):
-        row_index = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
-        if not isinstance(row_index, int) or not 0 <= row_index < len(session.rows):
+        # The row's own label cell, not its index: the table can be sorted in the page.
+        cells = evt.row_value or []
+        label = str(cells[0]).removesuffix(" ★") if cells else ""
+        if session.row(label) is None:
             return gr.update()
-        label = session.rows[row_index]["label"]
         selected = list(selected or [])
         if label not in selected:
             if len(selected) >= MAX_CHAT_VARIANTS:
@@ -426,9 +494,12 @@ def build_app(
             history = session.histories.setdefault(label, [])
             messages = [*history, {"role": "user", "content": prompt}]
             reply = ""
-            for reply in backend.stream(session.configs[label], messages, settings):
-                panes[pane] = _display([*messages, {"role": "assistant", "content": reply}], streaming=True)
-                yield outputs()
+            # closing(): when Stop cancels this event, the backend's stream is closed at once, which aborts the
+            # request in the engine and releases the backend lock.
+            with contextlib.closing(backend.stream(session.configs[label], messages, settings)) as stream:
+                for reply in stream:
+                    panes[pane] = _display([*messages, {"role": "assistant", "content": reply}], streaming=True)
+                    yield outputs()
             history[:] = [*messages, {"role": "assistant", "content": reply}]
             panes[pane] = _display(history)
             yield outputs()
@@ -438,13 +509,19 @@ def build_app(
         return [session] + [[] for _ in range(MAX_CHAT_VARIANTS)]
 
     @_readable
-    def export_yaml(session: Session, label: str) -> str:
+    def export_yaml(session: Session, label: str) -> tuple[str, str]:
+        """The variant's mergekit YAML: a file to download, and the same text shown in the page."""
         if not label or label not in session.configs:
             raise ConfigError("export: choose a variant of the current sweep first")
         text = session.configs[label].to_yaml()
-        path = downloads / f"{_safe_name(label)}.yml"
-        path.write_text(text, encoding="utf-8")
-        return str(path)
+        path = atomic_write_text(downloads / f"{_safe_name(label)}.yml", text)
+        return str(path), text
+
+    def suggest_out_dir(label: str | None, current: str) -> Any:
+        # A fresh suggestion per variant, unless the user typed a folder of their own.
+        if not label or (current and not Path(current).name.startswith(EXPORT_PREFIX)):
+            return gr.update()
+        return str(export_root / "out" / f"{EXPORT_PREFIX}{_safe_name(label)}")
 
     @_readable
     def export_checkpoint(
@@ -476,13 +553,12 @@ def build_app(
         if not session.rows:
             raise ConfigError("export: no sweep results yet")
         stem = f"sweep-{session.sweep_id or 'results'}"
-        csv_path = downloads / f"{stem}.csv"
-        csv_path.write_text(points_to_csv(session.rows), encoding="utf-8")
+        csv_path = atomic_write_text(downloads / f"{stem}.csv", points_to_csv(session.rows))
         html_path = downloads / f"{stem}-plot.html"
         trade, safety, _ = _figures(session, y_metric)
         html = trade.to_html(include_plotlyjs=True, full_html=False)
         html += safety.to_html(include_plotlyjs=False, full_html=False)
-        html_path.write_text(f"<html><head><meta charset='utf-8'></head><body>{html}</body></html>", "utf-8")
+        atomic_write_text(html_path, f"<html><head><meta charset='utf-8'></head><body>{html}</body></html>")
         return [str(csv_path), str(html_path)]
 
     # --- layout --------------------------------------------------------------------------------------------------
@@ -538,6 +614,13 @@ def build_app(
                     value=[p for _, p in defaults.suites],
                     label="eval suites",
                     elem_id="suites",
+                    scale=2,
+                )
+                extra_suites = gr.Textbox(
+                    lines=1,
+                    label="more eval suites (a suite folder, or a folder of suites, per line)",
+                    elem_id="extra-suites",
+                    scale=1,
                 )
             with gr.Row():
                 use_refs = gr.Checkbox(True, label="evaluate reference models", elem_id="use-refs")
@@ -552,7 +635,7 @@ def build_app(
             with gr.Row():
                 trade_plot = gr.Plot(figures.tradeoff_figure([]), label="tradeoff", elem_id="tradeoff-plot")
                 safety_plot = gr.Plot(figures.safety_figure([]), label="over-refusal", elem_id="safety-plot")
-            with gr.Accordion("2-D grid heatmaps", open=False):
+            with gr.Accordion("2-D grid heatmaps", open=False) as heat_box:
                 heat_plot = gr.Plot(figures.grid_heatmaps([]), label="grid", elem_id="grid-plot")
             table = gr.Dataframe(
                 label="every point (click a row to add it to the chat)",
@@ -562,7 +645,11 @@ def build_app(
 
         with gr.Tab("Chat"):
             picked = gr.CheckboxGroup(
-                [], label=f"variants side by side (1–{MAX_CHAT_VARIANTS})", elem_id="picker"
+                [],
+                label=f"variants side by side (1–{MAX_CHAT_VARIANTS})",
+                info="Tick points of the current sweep here, or click their rows in the Sweep tab's table. "
+                "Run or reopen a sweep first.",
+                elem_id="picker",
             )
             with gr.Row():
                 panes = [
@@ -588,10 +675,14 @@ def build_app(
         with gr.Tab("Export"):
             export_label = gr.Dropdown([], label="variant", elem_id="export-variant", allow_custom_value=True)
             with gr.Row():
-                yaml_btn = gr.Button("mergekit YAML", elem_id="export-yaml")
-                yaml_file = gr.File(label="YAML", elem_id="yaml-file")
+                with gr.Column():
+                    yaml_btn = gr.Button("mergekit YAML", elem_id="export-yaml")
+                    yaml_file = gr.File(label="YAML file", elem_id="yaml-file")
+                yaml_text = gr.Code(language="yaml", label="mergekit YAML", elem_id="yaml-text", lines=8)
             with gr.Row():
-                out_dir = gr.Textbox(label="write the merged checkpoint to (inside the allowed roots)")
+                out_dir = gr.Textbox(
+                    label="write the merged checkpoint to (inside the allowed roots)", elem_id="out-dir"
+                )
                 overwrite = gr.Checkbox(False, label="overwrite")
                 ckpt_btn = gr.Button("Write checkpoint")
             ckpt_md = gr.Markdown()
@@ -610,6 +701,7 @@ def build_app(
             weights,
             grid,
             suites,
+            extra_suites,
             use_refs,
             heuristic,
         ]
@@ -638,6 +730,8 @@ def build_app(
             **engine_queue,
         )
         reopen_btn.click(reopen, [session_state, y_metric, *spec_inputs], sweep_outputs, api_name="reopen")
+        grid.change(lambda on: gr.update(open=bool(on)), grid, heat_box, api_name=False)
+        grid.change(two_skills_for_grid, [grid, skills], skills, api_name=False)
         y_metric.change(redraw, [session_state, y_metric], trade_plot, api_name=False)
         table.select(pick_from_table, [session_state, picked], picked, api_name=False)
         picked.change(show_panes, [session_state, picked], panes, api_name=False)
@@ -651,7 +745,10 @@ def build_app(
         submit_evt = prompt.submit(chat, chat_inputs, chat_outputs, api_name=False, **engine_queue)
         stop_btn.click(None, cancels=[send_evt, submit_evt])
         clear_btn.click(clear_chat, session_state, [session_state, *panes], api_name=False)
-        yaml_btn.click(export_yaml, [session_state, export_label], yaml_file, api_name="export_yaml")
+        yaml_btn.click(
+            export_yaml, [session_state, export_label], [yaml_file, yaml_text], api_name="export_yaml"
+        )
+        export_label.change(suggest_out_dir, [export_label, out_dir], out_dir, api_name=False)
         ckpt_btn.click(
             export_checkpoint,
             [session_state, export_label, out_dir, overwrite],
@@ -666,6 +763,7 @@ def build_app(
             app.load(check_compat, [base, general, skills, references], compat_md, api_name=False)
 
     app.mergescope_downloads = downloads  # type: ignore[attr-defined]
+    app.mergescope_engine = engine  # type: ignore[attr-defined]
     app.mergescope_roots = policy.roots  # type: ignore[attr-defined]
     return app
 

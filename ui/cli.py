@@ -4,10 +4,11 @@ bound to 127.0.0.1. Exposing it (`--host 0.0.0.0`, `--share`) is an explicit cho
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, MergescopeError
 
 DEFAULT_STORE = "mergescope-results.db"
 REPO_ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         from engine.demo import load_family
 
         family = load_family()
-    except (ImportError, FileNotFoundError, ConfigError) as exc:
+    except (ImportError, OSError, MergescopeError) as exc:
         print(f"note: demo family unavailable ({exc}); fields start empty", file=sys.stderr)
         family = None
     if (args.share or args.host not in ("127.0.0.1", "localhost", "::1")) and auth is None:
@@ -73,6 +74,17 @@ def run(args: argparse.Namespace) -> int:
         backend_factory=lambda start: make_backend(start, kind=args.backend, device=args.device),
         family=family,
         default_weights=args.weights,
+        warm_up=True,
     )
-    launch(app, host=args.host, port=args.port or None, share=args.share, auth=auth, block=True)
+    # SIGTERM ends the app like Ctrl-C does, so the engine's worker processes are shut down with it.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        launch(app, host=args.host, port=args.port or None, share=args.share, auth=auth, block=True)
+    finally:
+        app.close()
+        app.mergescope_engine.close()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

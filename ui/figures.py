@@ -36,14 +36,28 @@ def is_heuristic(row: Row) -> bool:
     return bool((row.get("scores") or {}).get("heuristic"))
 
 
+def _metric_order(name: str) -> tuple[int, str]:
+    # general, then each skill, then the two safety rates (the store returns aggregates in key order).
+    rank = {"general": 0, "harmful_refusal": 2, "benign_compliance": 3}
+    return (1 if name.startswith("skill:") else rank.get(name, 4), name)
+
+
 def skill_metrics(rows: Sequence[Row]) -> list[str]:
     """Aggregate names usable as the tradeoff plot's y axis: each skill, then the safety rates."""
-    seen: list[str] = []
-    for row in rows:
-        for name in aggregates(row):
-            if name != "general" and name not in seen:
-                seen.append(name)
-    return sorted(seen, key=lambda n: (not n.startswith("skill:"), n != "harmful_refusal", n))
+    seen = {name for row in rows for name in aggregates(row) if name != "general"}
+    return sorted(seen, key=_metric_order)
+
+
+def default_metric(rows: Sequence[Row], skills: Sequence[str] = (), current: str | None = None) -> str | None:
+    """The tradeoff plot's y axis: `current` if the rows have it, else the first swept skill's score (a safety
+    skill's score is the harmful-refusal rate), else the first skill metric."""
+    metrics = skill_metrics(rows)
+    if current in metrics:
+        return current
+    for candidate in [*(f"skill:{s}" for s in skills), "harmful_refusal"]:
+        if candidate in metrics:
+            return candidate
+    return metrics[0] if metrics else None
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -244,6 +258,7 @@ def table_rows(rows: Sequence[Row]) -> tuple[list[str], list[list[Any]]]:
         scores = r.get("scores") or {}
         agg_names += [n for n in scores.get("aggregates") or {} if n not in agg_names]
         suite_names += [n for n in (scores.get("scores") or {}).get("suites") or {} if n not in suite_names]
+    agg_names.sort(key=_metric_order)
     header = ["label", "kind", "ω", *agg_names, *(f"suite {n}" for n in suite_names)]
     body = []
     for r in rows:

@@ -16,7 +16,6 @@ from engine.errors import ConfigError
 
 if TYPE_CHECKING:
     from engine.config import MergeConfig
-
     from engine.sweep import PointResult
 
 Row = dict[str, Any]
@@ -106,6 +105,18 @@ class PathPolicy:
         if _HUB_ID.match(text) and not text.startswith((".", "/")):
             return text
         raise ConfigError(f"{field}: {text} does not exist (and is not a hub id like org/name)")
+
+    def existing(self, text: str, *, field: str) -> Path:
+        """A local file or folder that must exist inside the roots (eval suites, configs)."""
+        text = (text or "").strip()
+        if not text:
+            raise ConfigError(f"{field}: no path given")
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise ConfigError(f"{field}: {text} does not exist")
+        if not self.allowed(path):
+            raise ConfigError(f"{field}: {text} is outside the allowed roots ({self.describe()})")
+        return path.resolve()
 
     def output_dir(self, text: str, *, field: str) -> Path:
         text = (text or "").strip()

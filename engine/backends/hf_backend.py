@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from engine.backends.base import GenerationSettings, Messages, SwappingBackend, single_checkpoint
+from engine.backends.base import (
+    GenerationSettings,
+    Messages,
+    SwappingBackend,
+    config_refs,
+    single_checkpoint,
+)
+from engine.backends.ckpt_cache import CheckpointCache
 from engine.errors import BackendError
 
 if TYPE_CHECKING:
@@ -31,6 +38,7 @@ class TransformersBackend(SwappingBackend):
         self, start_model: str | Path, *, device: str | None = None, dtype: str | None = None
     ) -> None:
         super().__init__(start_model)
+        self._checkpoints = CheckpointCache()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = torch.device(device if device not in (None, "auto") else _default_device())
@@ -57,13 +65,12 @@ class TransformersBackend(SwappingBackend):
     def _tensor_stream(self, variant: MergeConfig | None) -> Iterator[tuple[str, torch.Tensor]]:
         path = self.start_model if variant is None else single_checkpoint(variant)
         if path is not None:
-            from engine.checkpoint import open_checkpoint
-
-            ckpt = open_checkpoint(path)
+            ckpt = self._checkpoints.get(path)
             return ((name, ckpt.get(name, device=self.device)) for name in ckpt.tensor_names())
         from engine.merge import merge_tensors
 
-        return merge_tensors(variant, device=self.device)
+        checkpoints = self._checkpoints.for_refs(config_refs(variant))
+        return merge_tensors(variant, device=self.device, checkpoints=checkpoints)
 
     @torch.no_grad()
     def _load(self, variant: MergeConfig | None) -> None:

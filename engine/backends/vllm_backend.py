@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,9 @@ WORKER_EXTENSION = "engine.backends.vllm_worker.MergeWorkerExtension"
 
 # Small KV cache by default: this machine has 24 GB shared by everything (GiB; the user's value wins).
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+# vLLM logs to stdout by default; stdout is for results (`mergescope sweep > table.txt`), so logs go to stderr.
+# Must be set before vllm is first imported (its workers inherit the environment).
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 
 def vllm_available() -> bool:
@@ -60,6 +64,16 @@ def _sampling_params(settings: GenerationSettings) -> Any:
         top_p=settings.top_p,
         seed=settings.seed,
     )
+
+
+# vLLM wraps a worker's exception as "... Worker failed with error '<message>', please check the stack trace ...".
+_WORKER_ERROR = re.compile(r"Worker failed with error '(?P<message>.*)', please check", re.DOTALL)
+
+
+def _worker_message(exc: BaseException) -> str:
+    """The worker's own error message (which names the tensor and file) without vLLM's wrapping."""
+    match = _WORKER_ERROR.search(str(exc))
+    return match.group("message") if match else str(exc)
 
 
 class VLLMBackend(SwappingBackend):
@@ -98,7 +112,7 @@ class VLLMBackend(SwappingBackend):
         try:
             return self.llm.collective_rpc(method, args=args)
         except Exception as exc:
-            raise BackendError(f"weight swap failed in the vLLM worker ({method}): {exc}") from exc
+            raise BackendError(f"weight swap failed in the vLLM worker: {_worker_message(exc)}") from exc
 
     def _load(self, variant: MergeConfig | None) -> None:
         path = self.start_model if variant is None else single_checkpoint(variant)

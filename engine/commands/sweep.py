@@ -7,8 +7,13 @@ continued-fine-tuned model), so `mergescope sweep` alone shows the whole loop.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -217,9 +222,30 @@ def format_table(results: list[PointResult], heuristic: dict[str, float]) -> str
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """`kill PID` (SIGTERM) ends the sweep through the same path as Ctrl-C: the engine's worker processes are shut
+    down instead of being orphaned, and every result stored so far stays for the next run to resume from."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers can only be set from the main thread
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
+    # vLLM's INFO lines (hundreds per engine start) would bury the per-point progress lines; the user's own
+    # VLLM_LOGGING_LEVEL wins. Set before the backend module imports vllm.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     spec = build_spec(args)
     prepared = prepare_sweep(spec)  # every input error surfaces here, before an engine starts
     n_prompts = sum(len(s.items) for s in prepared.suites)
@@ -228,7 +254,7 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
         f"store {args.store}",
         file=err,
     )
-    with ResultStore(args.store) as store:
+    with _sigterm_as_interrupt(), ResultStore(args.store) as store:
         start = time.perf_counter()
         print(f"starting the {args.backend} backend on {spec.general} ...", file=err, flush=True)
         backend = make_backend(spec.general, kind=args.backend, device=args.device)
@@ -242,6 +268,13 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
                 on_progress=lambda i, n, r: print(progress_line(i, n, r), file=err, flush=True),
             ):
                 results.append(result)
+        except KeyboardInterrupt:
+            print(
+                f"interrupted after {len(results)} of {len(prepared.points)} points; their results are in "
+                f"{args.store}; run the same command again to resume",
+                file=err,
+            )
+            raise
         except MergescopeError as exc:
             # Same error class, with where the sweep stopped and how to resume.
             raise type(exc)(

@@ -26,6 +26,18 @@ class MergeMethod:
     model_params: dict[str, Any] = field(default_factory=dict)
     global_params: dict[str, Any] = field(default_factory=dict)
     random: bool = False
+    # Whether, for these (model_params, params), output element i depends only on input elements i: then a huge
+    # tensor may be merged in row chunks (bounded memory). False for anything with whole-tensor statistics
+    # (top-k, norms, angles).
+    elementwise: Callable[[list[dict[str, Any]], dict[str, Any]], bool] = field(default=lambda mp, p: False)
+    # Whether the output is a linear combination of the inputs (so a NaN/Inf in any input reaches the output and
+    # checking the output alone detects it); sign election or sparsification can drop a NaN, so not those.
+    linear: Callable[[list[dict[str, Any]], dict[str, Any]], bool] = field(default=lambda mp, p: False)
+    # Optional multi-pass row-chunk form for methods with whole-tensor statistics (TIES' top-k):
+    # stream(read_chunks, numel, model_params, params) -> iterator of output row chunks, where read_chunks()
+    # starts a new pass over (base chunk, [model chunks]); used when streamable(model_params, params).
+    stream: Callable[..., Any] | None = None
+    streamable: Callable[[list[dict[str, Any]], dict[str, Any]], bool] = field(default=lambda mp, p: False)
 
 
 def _registry() -> dict[str, MergeMethod]:

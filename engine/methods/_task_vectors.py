@@ -11,7 +11,7 @@ Rescaling after a drop matches the L1 norm of the delta before the drop (mergeki
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -29,15 +29,75 @@ def rescale_l1(delta: torch.Tensor, masked: torch.Tensor, eps: float = 1e-7) -> 
     return masked * (before / after)
 
 
+class TopK:
+    """Exact selection of the k largest |delta| entries, fed chunk by chunk, in O(n) without sorting.
+
+    Non-negative float32 values order like their bit patterns read as int32, so the k-th largest magnitude is
+    found by a two-level radix select: a histogram of the high 16 bits (pass 1) picks the bucket holding it, a
+    histogram of the low 16 bits within that bucket (pass 2) pins it exactly. Pass 3 (`mask`) keeps everything
+    above it and, of the entries equal to it, the first ones in index order until k are kept (a full sort, as in
+    mergekit, breaks such ties arbitrarily; with continuous weights there are none). A whole tensor is simply
+    one chunk."""
+
+    def __init__(self, numel: int, density: float) -> None:
+        self.k = 0 if density <= 0 or numel == 0 else min(numel, max(1, int(density * numel)))
+        self.all = self.k >= numel
+        self.high = torch.zeros(1 << 15, dtype=torch.int64)
+        self.low = torch.zeros(1 << 16, dtype=torch.int64)
+        self.bucket = -1
+        self.threshold = -1
+        self.ties_left = 0
+
+    @staticmethod
+    def bits(delta: torch.Tensor) -> torch.Tensor:
+        return delta.reshape(-1).abs().float().view(torch.int32)
+
+    def feed_high(self, delta: torch.Tensor) -> None:
+        self.high += torch.bincount(self.bits(delta) >> 16, minlength=1 << 15).cpu()
+
+    def settle_high(self) -> None:
+        above = torch.cumsum(self.high.flip(0), 0).flip(0)  # above[b] = count in buckets >= b
+        self.bucket = int((above >= self.k).nonzero().max())
+        self.above_bucket = int(above[self.bucket + 1]) if self.bucket + 1 < len(above) else 0
+
+    def feed_low(self, delta: torch.Tensor) -> None:
+        bits = self.bits(delta)
+        inside = bits[(bits >> 16) == self.bucket] & 0xFFFF
+        self.low += torch.bincount(inside, minlength=1 << 16).cpu()
+
+    def settle_low(self) -> None:
+        above = torch.cumsum(self.low.flip(0), 0).flip(0) + self.above_bucket
+        low = int((above >= self.k).nonzero().max())
+        self.threshold = (self.bucket << 16) | low
+        strictly_above = int(above[low + 1]) if low + 1 < len(above) else self.above_bucket
+        self.ties_left = self.k - strictly_above
+
+    def mask(self, delta: torch.Tensor) -> torch.Tensor:
+        """The keep-mask of the next chunk (chunks in order), shaped and typed like `delta`."""
+        if self.all or self.k == 0:
+            return (torch.ones_like if self.all else torch.zeros_like)(delta)
+        bits = self.bits(delta)
+        keep = bits > self.threshold
+        if self.ties_left > 0:
+            ties = (bits == self.threshold).nonzero().flatten()[: self.ties_left]
+            keep[ties] = True
+            self.ties_left -= len(ties)
+        return keep.reshape(delta.shape).to(delta.dtype)
+
+    def select(self, delta: torch.Tensor) -> torch.Tensor:
+        """All three passes over one whole tensor."""
+        if not (self.all or self.k == 0):
+            self.feed_high(delta)
+            self.settle_high()
+            self.feed_low(delta)
+            self.settle_low()
+        return self.mask(delta)
+
+
 def keep_largest(delta: torch.Tensor, density: float, **_: Any) -> torch.Tensor:
-    """Mask keeping the `density` fraction of entries with the largest magnitude (at least one)."""
-    if density <= 0 or delta.numel() == 0:
-        return torch.zeros_like(delta)
-    k = max(1, int(density * delta.numel()))
-    order = torch.argsort(delta.abs().reshape(-1).float(), descending=True)
-    mask = torch.zeros(delta.numel(), dtype=delta.dtype, device=delta.device)
-    mask[order[:k]] = 1
-    return mask.reshape_as(delta)
+    """Mask keeping the `density` fraction of entries with the largest magnitude: k = max(1, int(density·n)),
+    as in mergekit."""
+    return TopK(delta.numel(), density).select(delta)
 
 
 def keep_middle(delta: torch.Tensor, density: float, gamma: float = 0.01, **_: Any) -> torch.Tensor:
@@ -87,6 +147,22 @@ def sign_consensus(weighted: torch.Tensor) -> torch.Tensor:
     return weighted.sign() == majority
 
 
+def weighted_sum(
+    base: torch.Tensor, tensors: list[torch.Tensor], weights: list[float], *, normalize: bool, lam: float
+) -> torch.Tensor:
+    """base + λ·Σ w_i(θ_i − base) [/ Σ w_i]: task arithmetic without sparsification or sign election.
+
+    Computed as (1 − Σc_i)·base + Σ c_i·θ_i with c_i = λ·w_i [/ Σw]: one output buffer and one fused pass per
+    input, no delta tensors (the rounding differs from mergekit's delta form by a few ulps of |θ|)."""
+    total = sum(weights)
+    divisor = total if normalize and abs(total) >= 1e-8 else 1.0
+    coefficients = [weight * lam / divisor for weight in weights]
+    out = torch.mul(base, 1.0 - sum(coefficients))
+    for tensor, c in zip(tensors, coefficients, strict=True):
+        out.add_(tensor, alpha=c)
+    return out
+
+
 def merge(
     base: torch.Tensor | None,
     tensors: list[torch.Tensor],
@@ -101,33 +177,85 @@ def merge(
         raise ValueError("this method needs a base model")
     if not tensors:
         return base.clone()
+    weights = [float(p["weight"]) for p in model_params]
+    densities = [float(p.get("density", 1.0)) for p in model_params]
+    if not consensus and (sparsifier is None or all(d >= 1 for d in densities)):
+        lam = float(params.get("lambda", 1.0))
+        return weighted_sum(base, tensors, weights, normalize=bool(params.get("normalize")), lam=lam)
     deltas = torch.empty((len(tensors), *base.shape), dtype=base.dtype, device=base.device)
-    for i, (tensor, p) in enumerate(zip(tensors, model_params, strict=True)):
-        delta = tensor - base
-        density = float(p.get("density", 1.0))
-        if sparsifier is not None and density < 1:
+    for i, (tensor, p, density) in enumerate(zip(tensors, model_params, densities, strict=True)):
+        delta = deltas[i]
+        torch.sub(tensor, base, out=delta)
+        if sparsifier is not None and density < 1:  # mergekit leaves a density-1 delta untouched
             extras = {k: float(p[k]) for k in ("gamma", "epsilon") if k in p}
-            masked = delta * sparsifier(delta, density, generator=generator, **extras)
-            delta = rescale_l1(delta, masked) if params.get("rescale") else masked
-        deltas[i] = delta
-    weights = torch.tensor([float(p["weight"]) for p in model_params], dtype=base.dtype, device=base.device)
-    weights = weights.view(-1, *([1] * base.dim()))
-    deltas.mul_(weights)
+            mask = sparsifier(delta, density, generator=generator, **extras)
+            if params.get("rescale"):
+                delta.copy_(rescale_l1(delta, delta * mask))
+            else:
+                delta.mul_(mask)
+    return combine(base, deltas, weights, params, consensus)
+
+
+def combine(base: torch.Tensor, deltas: torch.Tensor, weights: list[float], params: dict[str, Any],
+            consensus: bool) -> torch.Tensor:  # fmt: skip
+    """Weighted (sparsified) deltas -> merged tensor: optional sign election, normalize, λ, + base."""
+    weight_t = torch.tensor(weights, dtype=base.dtype, device=base.device).view(-1, *([1] * base.dim()))
+    deltas.mul_(weight_t)
     if consensus:
-        mask = sign_consensus(deltas).to(base.dtype)
+        mask = sign_consensus(deltas)
         mixed = (deltas * mask).sum(dim=0)
-        divisor = (weights * mask).sum(dim=0)
+        divisor = (weight_t * mask).sum(dim=0)
         divisor[divisor == 0] = 1
     else:
         mixed = deltas.sum(dim=0)
-        divisor = weights.sum(dim=0)
+        divisor = weight_t.sum(dim=0)
         divisor[divisor.abs() < 1e-8] = 1
     if params.get("normalize"):
-        mixed = mixed / divisor
+        mixed.div_(divisor)
     lam = float(params.get("lambda", 1.0))
     if lam != 1:
-        mixed = mixed * lam
-    return base + mixed
+        mixed.mul_(lam)
+    return mixed.add_(base)
+
+
+def streamable(model_params: list[dict[str, Any]], params: dict[str, Any], sparsifier: Sparsifier | None) -> bool:
+    """Whether `stream_merge` applies: magnitude top-k (or no) sparsification without the L1 rescale, which
+    needs whole-tensor sums after the drop."""
+    sparse = any(float(p.get("density", 1.0)) < 1 for p in model_params)
+    return not sparse or (sparsifier is keep_largest and not params.get("rescale"))
+
+
+def stream_merge(
+    read_chunks: Callable[[], Iterator[tuple[torch.Tensor, list[torch.Tensor]]]],
+    numel: int,
+    model_params: list[dict[str, Any]],
+    params: dict[str, Any],
+    *,
+    consensus: bool,
+) -> Iterator[torch.Tensor]:
+    """TIES-style merge of one large tensor in row chunks, in bounded memory: two counting passes over the
+    chunks find each model's exact top-k magnitude threshold (`TopK`), a third merges chunk by chunk.
+    `read_chunks()` starts a new pass over (base chunk, [model chunks])."""
+    densities = [float(p.get("density", 1.0)) for p in model_params]
+    selectors = [TopK(numel, d) if d < 1 else None for d in densities]
+    active = [s for s in selectors if s is not None and not (s.all or s.k == 0)]
+    for feed, settle in (("feed_high", "settle_high"), ("feed_low", "settle_low")):
+        if not active:
+            break
+        for base, tensors in read_chunks():
+            for selector, tensor in zip(selectors, tensors, strict=True):
+                if selector in active:
+                    getattr(selector, feed)(tensor - base)
+        for selector in active:
+            getattr(selector, settle)()
+    weights = [float(p["weight"]) for p in model_params]
+    for base, tensors in read_chunks():
+        deltas = torch.empty((len(tensors), *base.shape), dtype=base.dtype, device=base.device)
+        for i, (tensor, selector) in enumerate(zip(tensors, selectors, strict=True)):
+            torch.sub(tensor, base, out=deltas[i])
+            if selector is not None:
+                deltas[i].mul_(selector.mask(deltas[i]))
+        yield combine(base, deltas, weights, params, consensus)
 
 
 def task_vector_method(
@@ -147,4 +275,9 @@ def task_vector_method(
         model_params=model_params,
         global_params={"int8_mask": False, "normalize": normalize, "rescale": rescale, "lambda": 1.0},
         random=sparsifier in (keep_random, keep_ranked),
+        # Without sparsification (every density 1) the rest, sign election included, is per element.
+        elementwise=lambda mp, p: all(float(m.get("density", 1.0)) >= 1 for m in mp),
+        linear=lambda mp, p: not consensus and all(float(m.get("density", 1.0)) >= 1 for m in mp),
+        stream=partial(stream_merge, consensus=consensus),
+        streamable=lambda mp, p: streamable(mp, p, sparsifier),
     )

@@ -16,14 +16,13 @@ def merge(
     params: dict[str, Any],
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    weights = torch.tensor(
-        [p["weight"] for p in model_params], dtype=tensors[0].dtype, device=tensors[0].device
-    )
-    stacked = torch.stack(tensors, dim=0)
-    weights = weights.view(-1, *([1] * (stacked.dim() - 1)))
-    out = (stacked * weights).sum(dim=0)
+    # Σ w_i θ_i accumulated in place, then divided by Σ w_i (mergekit's order of operations; no stacked copy).
+    weights = [float(p["weight"]) for p in model_params]
+    out = torch.mul(tensors[0], weights[0])
+    for tensor, weight in zip(tensors[1:], weights[1:], strict=True):
+        out.add_(tensor, alpha=weight)
     if params.get("normalize", True):
-        out = out / weights.sum(dim=0)
+        out.div_(sum(weights))
     return out
 
 
@@ -33,4 +32,6 @@ METHOD = MergeMethod(
     requires_base=False,
     model_params={"weight": REQUIRED},
     global_params={"normalize": True},
+    elementwise=lambda mp, p: True,
+    linear=lambda mp, p: True,
 )

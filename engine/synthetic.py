@@ -1,0 +1,227 @@
+"""Synthetic Llama-shaped checkpoints (real safetensors + config.json + tokenizer) for tests and benchmarks.
+
+A "family" is a base checkpoint plus fine-tunes that each add a small, seeded perturbation to it, so merges of
+them behave like merges of real fine-tunes (small task vectors of mixed sign). Tensors are generated and written
+one at a time, so a multi-gigabyte checkpoint costs a few tensors of memory to build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def llama_config(
+    *,
+    hidden_size: int = 64,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    intermediate_size: int = 128,
+    vocab_size: int = 128,
+    tie_word_embeddings: bool = False,
+    torch_dtype: str = "float32",
+) -> dict:
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": hidden_size,
+        "num_hidden_layers": num_hidden_layers,
+        "num_attention_heads": num_attention_heads,
+        "num_key_value_heads": num_key_value_heads,
+        "intermediate_size": intermediate_size,
+        "vocab_size": vocab_size,
+        "max_position_embeddings": 256,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "hidden_act": "silu",
+        "tie_word_embeddings": tie_word_embeddings,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+        "torch_dtype": torch_dtype,
+    }
+
+
+def config_for_size(size_bytes: int, *, bytes_per_param: int = 4) -> dict:
+    """A Llama config whose checkpoint is about `size_bytes` (hidden 1024, vocab 32000; layers fill the rest)."""
+    hidden, inter, vocab = 1024, 2816, 32000
+    per_layer = (4 * hidden * hidden + 3 * hidden * inter + 2 * hidden) * bytes_per_param
+    fixed = (2 * vocab * hidden + hidden) * bytes_per_param
+    layers = max(1, round((size_bytes - fixed) / per_layer))
+    return llama_config(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        intermediate_size=inter,
+        vocab_size=vocab,
+    )
+
+
+def tensor_shapes(config: dict) -> list[tuple[str, tuple[int, ...]]]:
+    """HF Llama tensor names and shapes, in the order transformers saves them."""
+    h, inter, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    heads, kv = config["num_attention_heads"], config["num_key_value_heads"]
+    kv_dim = h // heads * kv
+    out = [("model.embed_tokens.weight", (v, h))]
+    for i in range(config["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        out += [
+            (p + "self_attn.q_proj.weight", (h, h)),
+            (p + "self_attn.k_proj.weight", (kv_dim, h)),
+            (p + "self_attn.v_proj.weight", (kv_dim, h)),
+            (p + "self_attn.o_proj.weight", (h, h)),
+            (p + "mlp.gate_proj.weight", (inter, h)),
+            (p + "mlp.up_proj.weight", (inter, h)),
+            (p + "mlp.down_proj.weight", (h, inter)),
+            (p + "input_layernorm.weight", (h,)),
+            (p + "post_attention_layernorm.weight", (h,)),
+        ]
+    out.append(("model.norm.weight", (h,)))
+    if not config.get("tie_word_embeddings"):
+        out.append(("lm_head.weight", (v, h)))
+    return out
+
+
+def _seed(*parts: object) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:7], "little")
+
+
+def family_tensor(
+    name: str, shape: Sequence[int], *, family_seed: int, variant: int, delta_scale: float = 0.01
+) -> torch.Tensor:
+    """The tensor `name` of fine-tune `variant` (0 = the base): base + delta_scale · noise(variant)."""
+    gen = torch.Generator().manual_seed(_seed(family_seed, name))
+    if name.endswith("norm.weight"):
+        base = 1 + 0.1 * torch.randn(tuple(shape), generator=gen)
+    else:
+        base = torch.randn(tuple(shape), generator=gen) * 0.05
+    if variant:
+        gen.manual_seed(_seed(family_seed, name, variant))
+        base.add_(torch.randn(tuple(shape), generator=gen), alpha=delta_scale * 0.05)
+    return base
+
+
+def write_tokenizer(folder: Path, vocab_size: int) -> None:
+    """A character-level WordLevel tokenizer with a chat template (enough for AutoTokenizer and vLLM)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    chars = [chr(c) for c in range(32, 127)]
+    vocab = {tok: i for i, tok in enumerate((specials + chars)[:vocab_size])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "pad_token": "<pad>",
+                "chat_template": CHAT_TEMPLATE,
+                "model_max_length": 256,
+            },
+            indent=2,
+        )
+    )
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"})
+    )
+
+
+def write_checkpoint_files(
+    folder: str | os.PathLike,
+    config: dict,
+    tensors: Iterator[tuple[str, torch.Tensor]],
+    *,
+    shard_size: int | None = None,
+    tokenizer: bool = True,
+) -> Path:
+    """Write `tensors` (a stream, in order) as a checkpoint folder: shards + index when `shard_size` splits it."""
+    from engine.export import TensorSlot, write_shards
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = list(tensors) if not isinstance(tensors, list) else tensors
+    slots = [TensorSlot(n, tuple(t.shape), t.dtype) for n, t in tensors]
+    write_shards(iter(tensors), slots, folder, shard_size or 2**62)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    (folder / "generation_config.json").write_text(
+        json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "max_new_tokens": 16})
+    )
+    if tokenizer:
+        write_tokenizer(folder, config["vocab_size"])
+    return folder
+
+
+def write_family_member(
+    folder: str | os.PathLike,
+    config: dict,
+    *,
+    family_seed: int = 0,
+    variant: int = 0,
+    delta_scale: float = 0.01,
+    shard_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    tokenizer: bool = True,
+) -> Path:
+    """One member of a synthetic family, streamed to disk tensor by tensor (memory: one tensor)."""
+    from engine.export import TensorSlot, write_shards
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shapes = tensor_shapes(config)
+    slots = [TensorSlot(n, tuple(s), dtype) for n, s in shapes]
+    stream = (
+        (n, family_tensor(n, s, family_seed=family_seed, variant=variant, delta_scale=delta_scale).to(dtype))
+        for n, s in shapes
+    )
+    write_shards(stream, slots, folder, shard_size or 2**62)
+    cfg = dict(config, torch_dtype=str(dtype).removeprefix("torch."))
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    (folder / "generation_config.json").write_text(
+        json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "max_new_tokens": 16})
+    )
+    if tokenizer:
+        write_tokenizer(folder, config["vocab_size"])
+    return folder
+
+
+def write_family(
+    root: str | os.PathLike,
+    config: dict,
+    names: Sequence[str] = ("base", "a", "b"),
+    *,
+    family_seed: int = 0,
+    delta_scale: float = 0.01,
+    shard_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, Path]:
+    """`names[0]` is the base, the others its fine-tunes. Returns name -> folder."""
+    root = Path(root)
+    return {
+        name: write_family_member(
+            root / name,
+            config,
+            family_seed=family_seed,
+            variant=i,
+            delta_scale=delta_scale,
+            shard_size=shard_size,
+            dtype=dtype,
+        )
+        for i, name in enumerate(names)
+    }

@@ -1,0 +1,265 @@
+"""Parity with mergekit 0.1.5: the same YAML through `mergekit` and `mergescope merge` gives the same tensors.
+
+One synthetic Llama family (base sharded with an index, fine-tunes single-file, 3 layers so gradients have a
+middle), one mergekit process for every config (its import costs seconds), then every tensor compared in float32:
+max |ours - theirs| / max |theirs| <= 1e-5 per tensor. DARE/DELLA are random: the kept fraction, the magnitude
+preference and the L1-norm rescale are compared statistically / exactly instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("mergekit")
+
+import engine.merge as merge_module  # noqa: E402
+from engine.checkpoint import open_checkpoint  # noqa: E402
+from engine.cli import main as cli_main  # noqa: E402
+from engine.config import load_config  # noqa: E402
+from engine.synthetic import llama_config, write_family  # noqa: E402
+
+DETERMINISTIC = {
+    "linear": """
+merge_method: linear
+models:
+  - {model: A, parameters: {weight: 0.3}}
+  - {model: B, parameters: {weight: [0.2, 0.8]}}
+  - model: C
+    parameters:
+      weight: [{filter: mlp, value: 1.0}, {value: 0.5}]
+""",
+    "linear_unnormalized": """
+merge_method: linear
+models:
+  - {model: A, parameters: {weight: 0.3}}
+  - {model: B, parameters: {weight: -0.6}}
+parameters: {normalize: false}
+""",
+    "task_arithmetic": """
+merge_method: task_arithmetic
+base_model: BASE
+models:
+  - {model: A, parameters: {weight: 0.7}}
+  - model: B
+    parameters:
+      weight: [{filter: self_attn, value: [1.0, -0.5, 0.25]}, {value: -0.3}]
+parameters: {lambda: 0.8}
+""",
+    "task_arithmetic_normalized": """
+merge_method: task_arithmetic
+base_model: BASE
+models:
+  - {model: BASE}
+  - {model: A, parameters: {weight: 0.7}}
+  - {model: B, parameters: {weight: 0.2}}
+  - {model: C, parameters: {weight: 0.4}}
+parameters: {normalize: true}
+""",
+    "ties": """
+merge_method: ties
+base_model: BASE
+models:
+  - {model: A, parameters: {weight: 0.7, density: [0.3, 0.9]}}
+  - model: B
+    parameters:
+      weight: [{filter: mlp, value: 0.2}, {value: -0.5}]
+      density: 0.5
+  - {model: C, parameters: {weight: 0.4, density: 0.2}}
+parameters: {normalize: true, lambda: 1.3, int8_mask: true}
+""",
+    "ties_unnormalized": """
+merge_method: ties
+base_model: BASE
+models:
+  - {model: A, parameters: {weight: 0.5}}
+  - {model: B, parameters: {weight: 0.5}}
+parameters: {density: 0.4, normalize: false}
+""",
+    "breadcrumbs": """
+merge_method: breadcrumbs
+base_model: BASE
+models:
+  - {model: A, parameters: {weight: 0.6, density: 0.7, gamma: 0.05}}
+  - {model: B, parameters: {weight: 0.4, density: 0.5}}
+""",
+    "breadcrumbs_rescaled": """
+merge_method: breadcrumbs
+base_model: BASE
+models:
+  - {model: A, parameters: {weight: 1.0, density: 0.6, gamma: 0.1}}
+parameters: {rescale: true}
+""",
+    "breadcrumbs_ties": """
+merge_method: breadcrumbs_ties
+base_model: BASE
+models:
+  - {model: A, parameters: {weight: 0.6}}
+  - {model: B, parameters: {weight: 0.5}}
+  - {model: C, parameters: {weight: 0.3}}
+parameters: {density: 0.5, gamma: [0.01, 0.1], normalize: true}
+""",
+    "slerp": """
+merge_method: slerp
+base_model: BASE
+models:
+  - {model: A}
+parameters:
+  t:
+    - {filter: self_attn, value: [0, 0.5, 1]}
+    - {filter: mlp, value: [1, 0.3, 0]}
+    - {value: 0.6}
+""",
+    "model_stock": """
+merge_method: model_stock
+base_model: BASE
+models: [{model: A}, {model: B}, {model: C}]
+""",
+    "model_stock_filter_wise": """
+merge_method: model_stock
+base_model: BASE
+models: [{model: A}, {model: B}]
+parameters: {filter_wise: true}
+""",
+}
+
+# The same configs again with tiny row chunks: the streamed forms (elementwise chunks, TIES' chunked top-k) must
+# give mergekit's tensors too.
+STREAMED = ("task_arithmetic", "ties", "linear")
+DETERMINISTIC.update({f"{name}_streamed": DETERMINISTIC[name] for name in STREAMED})
+
+# Random methods: one fine-tune, so the output's delta is the kept (and rescaled) part of the model's delta.
+RANDOM = {
+    "dare_linear": ("merge_method: dare_linear\nbase_model: BASE\nmodels:\n  - {model: A, parameters: "
+                    "{weight: 0.8, density: 0.3}}\n", 0.3, 0.0),
+    "dare_ties": ("merge_method: dare_ties\nbase_model: BASE\nmodels:\n  - {model: A, parameters: "
+                  "{weight: 1.0, density: 0.6}}\n", 0.6, 0.0),
+    "della": ("merge_method: della\nbase_model: BASE\nmodels:\n  - {model: A, parameters: "
+              "{weight: 0.9, density: 0.5, epsilon: 0.2}}\n", 0.5, 0.2),
+    "della_linear": ("merge_method: della_linear\nbase_model: BASE\nmodels:\n  - {model: A, parameters: "
+                     "{weight: 0.7, density: 0.4, epsilon: 0.1}}\n", 0.4, 0.1),
+}  # fmt: skip
+
+MERGEKIT_SCRIPT = """
+import json, sys, yaml
+from mergekit.config import MergeConfiguration
+from mergekit.merge import run_merge
+from mergekit.options import MergeOptions
+for config_path, out in json.loads(sys.argv[1]):
+    config = MergeConfiguration.model_validate(yaml.safe_load(open(config_path)))
+    run_merge(config, out, MergeOptions(quiet=True, random_seed=1234, copy_tokenizer=False))
+"""
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    root = tmp_path_factory.mktemp("parity")
+    config = llama_config(num_hidden_layers=3)
+    family = write_family(root / "family", config, ("base", "a", "b", "c"), delta_scale=0.5)
+    # The base again, sharded with an index: the loaders must agree on either layout.
+    sharded = write_family(root / "sharded", config, ("base",), delta_scale=0.5, shard_size=120_000)["base"]
+    assert (sharded / "model.safetensors.index.json").exists()
+    paths = {"BASE": sharded, "A": family["a"], "B": family["b"], "C": family["c"]}
+    jobs, result = [], {}
+    for name, text in {**DETERMINISTIC, **{k: v[0] for k, v in RANDOM.items()}}.items():
+        for key, path in paths.items():
+            text = text.replace(f"model: {key}", f"model: {path}").replace(f"base_model: {key}", f"base_model: {path}")
+        yml = root / f"{name}.yml"
+        yml.write_text(text)
+        theirs, ours = root / f"mergekit-{name}", root / f"ours-{name}"
+        jobs.append((str(yml), str(theirs)))
+        saved = merge_module.CHUNK_BYTES
+        merge_module.CHUNK_BYTES = 1000 if name.endswith("_streamed") else saved
+        try:
+            assert cli_main(["merge", str(yml), "--out", str(ours), "--quiet", "--seed", "7"]) == 0
+        finally:
+            merge_module.CHUNK_BYTES = saved
+        result[name] = (ours, theirs)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", MERGEKIT_SCRIPT, json.dumps(jobs)], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return result
+
+
+def _pairs(ours: Path, theirs: Path):
+    a, b = open_checkpoint(ours), open_checkpoint(theirs)
+    assert sorted(a.tensor_names()) == sorted(b.tensor_names())
+    for name in b.tensor_names():
+        yield name, a.get(name).float(), b.get(name).float()
+
+
+@pytest.mark.parametrize("case", sorted(DETERMINISTIC))
+def test_same_tensors_as_mergekit(outputs, case):
+    ours, theirs = outputs[case]
+    checked = 0
+    for name, x, y in _pairs(ours, theirs):
+        assert x.shape == y.shape, name
+        rel = ((x - y).abs().max() / y.abs().max().clamp(min=1e-12)).item()
+        assert rel <= 1e-5, f"{case}: {name} differs from mergekit (max relative difference {rel:.2e})"
+        checked += 1
+    assert checked == 3 * 9 + 3
+
+
+def test_parity_cases_are_not_trivial(outputs):
+    """Guard against a vacuous parity: the merges differ from their inputs and from each other."""
+    base = open_checkpoint(outputs["task_arithmetic"][1])
+    ties = open_checkpoint(outputs["ties"][1])
+    name = "model.layers.1.mlp.up_proj.weight"
+    assert not torch.allclose(base.get(name), ties.get(name))
+    # Layer gradients really vary along the depth: the slerp t for self_attn goes 0 -> 0.5 -> 1.
+    slerp = open_checkpoint(outputs["slerp"][0])
+    q0 = slerp.get("model.layers.0.self_attn.q_proj.weight")
+    q2 = slerp.get("model.layers.2.self_attn.q_proj.weight")
+    assert not torch.allclose(q0, q2)
+
+
+def _kept_stats(ours: Path, base: Path, model: Path):
+    """Per checkpoint: kept fraction, kept fraction among the larger / smaller half of |delta| per row,
+    and the ratio L1(out - base) / L1(delta)."""
+    out_ck, base_ck, model_ck = open_checkpoint(ours), open_checkpoint(base), open_checkpoint(model)
+    kept = total = top_kept = top_total = 0
+    ratios = []
+    for name in base_ck.tensor_names():
+        b = base_ck.get(name).float()
+        delta = model_ck.get(name).float() - b
+        merged = out_ck.get(name).float() - b
+        keep = merged != 0
+        kept += int(keep.sum())
+        total += keep.numel()
+        rows = delta.abs() if delta.dim() == 2 else delta.abs().unsqueeze(0)
+        keep_rows = keep if keep.dim() == 2 else keep.unsqueeze(0)
+        top = rows >= rows.median(dim=1, keepdim=True).values
+        top_kept += int((keep_rows & top).sum())
+        top_total += int(top.sum())
+        ratios.append((merged.abs().sum() / delta.abs().sum()).item())
+    bottom = (kept - top_kept) / (total - top_total)
+    return kept / total, top_kept / top_total, bottom, ratios
+
+
+@pytest.mark.parametrize("case", sorted(RANDOM))
+def test_random_methods_match_mergekit_statistically(outputs, case):
+    text, density, epsilon = RANDOM[case]
+    ours, theirs = outputs[case]
+    config = load_config(ours / "mergekit_config.yml")
+    base, model = Path(config.base_model), Path(config.models[0].model)
+    weight = float(config.models[0].parameters["weight"])
+    stats = {who: _kept_stats(path, base, model) for who, path in (("ours", ours), ("mergekit", theirs))}
+    n = sum(p.numel() for _, p, _ in _pairs(ours, theirs))
+    tol = 5 * (density * (1 - density) / n) ** 0.5 * 2 + 0.003  # generous binomial bound (top/bottom halves)
+    for who, (frac, top, bottom, ratios) in stats.items():
+        assert abs(frac - density) < tol, f"{who}: kept {frac:.4f}, density {density}"
+        # DELLA keeps large deltas more often (density ± epsilon by rank); DARE does not care about magnitude.
+        assert abs((top - bottom) - epsilon) < 0.03 + 4 * tol, f"{who}: top {top:.3f} bottom {bottom:.3f}"
+        # rescale=true (all four methods' default) restores each tensor's L1 norm exactly, times the weight
+        # (dare_ties/della_linear/dare_linear do not normalize; della normalizes by the one weight).
+        expected = 1.0 if case == "della" else weight
+        assert all(abs(r - expected) < 1e-3 for r in ratios), f"{who}: L1 ratios {ratios[:4]}"
+    assert abs(stats["ours"][0] - stats["mergekit"][0]) < 2 * tol

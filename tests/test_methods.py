@@ -1,0 +1,199 @@
+"""Each merge method against values computed by hand on small tensors, and parameter resolution (filters,
+layer gradients, precedence) against the mergekit rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from engine.config import layer_position, load_config
+from engine.errors import ConfigError
+from engine.methods import METHODS, REQUIRED
+
+
+def run(method, base, tensors, model_params, **params):
+    m = METHODS[method]
+    full = {**{k: v for k, v in m.global_params.items() if v is not REQUIRED}, **params}
+    mp = [{**{k: v for k, v in m.model_params.items() if v is not REQUIRED}, **p} for p in model_params]
+    gen = torch.Generator().manual_seed(0) if m.random else None
+    t = [torch.tensor(x, dtype=torch.float32) for x in tensors]
+    b = torch.tensor(base, dtype=torch.float32) if base is not None else None
+    return m.fn(b, t, mp, full, gen)
+
+
+def close(a, b):
+    assert torch.allclose(a, torch.tensor(b, dtype=torch.float32), atol=1e-6), (a, b)
+
+
+def test_linear():
+    close(run("linear", None, [[1, 2], [3, 6]], [{"weight": 1}, {"weight": 3}]), [2.5, 5.0])
+    close(run("linear", None, [[1, 2], [3, 6]], [{"weight": 1}, {"weight": 3}], normalize=False), [10, 20])
+
+
+def test_task_arithmetic():
+    out = run("task_arithmetic", [1, 1, 1], [[2, 0, 1], [1, 3, 1]], [{"weight": 0.5}, {"weight": 1}], **{"lambda": 2})
+    close(out, [2, 4, 1])
+    # normalize divides the weighted sum of deltas by the sum of weights: (0.5·1 + 1·0) / 1.5
+    out = run("task_arithmetic", [1, 1, 1], [[2, 0, 1], [1, 3, 1]], [{"weight": 0.5}, {"weight": 1}], normalize=True)
+    close(out, [1 + 0.5 / 1.5, 1 + (-0.5 + 2) / 1.5, 1])
+
+
+def test_ties_trims_elects_and_normalizes():
+    # densities 0.5 keep the two largest |delta|: [3, 0, 0, -2] and [0, -2, 0, 4]; weighted by 2 and 1:
+    # [6, 0, 0, -4] + [0, -2, 0, 4] -> signs [+, -, +(tie), +]; agreeing: [6, -2, 0, 4] / weights [2, 1, 1, 1]
+    out = run(
+        "ties",
+        [0, 0, 0, 0],
+        [[3, -1, 0.5, -2], [-1, -2, 0.2, 4]],
+        [{"weight": 2, "density": 0.5}, {"weight": 1, "density": 0.5}],
+    )
+    close(out, [3, -2, 0, 4])
+    out = run("ties", [0, 0, 0, 0], [[3, -1, 0.5, -2], [-1, -2, 0.2, 4]],
+              [{"weight": 2, "density": 0.5}, {"weight": 1, "density": 0.5}], normalize=False)  # fmt: skip
+    close(out, [6, -2, 0, 4])
+
+
+def test_ties_keeps_at_least_one_and_breaks_ties_to_exact_count():
+    out = run("ties", [0, 0, 0, 0], [[1, 1, 1, 1]], [{"weight": 1, "density": 0.5}])
+    assert int((out != 0).sum()) == 2  # four equal magnitudes, exactly k = 2 kept
+    out = run("ties", [0, 0, 0], [[0.1, -5, 0.2]], [{"weight": 1, "density": 0.01}])
+    close(out, [0, -5, 0])  # k = max(1, int(0.03)) = 1
+
+
+def test_breadcrumbs_drops_outliers_and_small():
+    delta = [0.1 * (i + 1) for i in range(10)]
+    # density 0.5 -> keep 5; gamma 0.2 -> drop the 2 largest; so the 3 smallest go too: keep 0.4..0.8
+    out = run("breadcrumbs", [0] * 10, [delta], [{"weight": 1, "density": 0.5, "gamma": 0.2}])
+    close(out, [0, 0, 0, 0.4, 0.5, 0.6, 0.7, 0.8, 0, 0])
+    # rescale restores the L1 norm: 5.5 / 3.0
+    out = run("breadcrumbs", [0] * 10, [delta], [{"weight": 1, "density": 0.5, "gamma": 0.2}], rescale=True)
+    close(out, [0, 0, 0] + [v * 5.5 / 3.0 for v in (0.4, 0.5, 0.6, 0.7, 0.8)] + [0, 0])
+
+
+def test_breadcrumbs_ties():
+    out = run("breadcrumbs_ties", [0, 0, 0, 0], [[1, -2, 3, -4], [-1, 2, -3, 4]],
+              [{"weight": 1, "density": 0.5, "gamma": 0.25}, {"weight": 0.5, "density": 0.5, "gamma": 0.25}])  # fmt: skip
+    # each keeps ranks 1..2 of |delta| (drops the 1 top and 1 smallest): [0, -2, 3, 0], [0, 2, -3, 0]·0.5
+    # sums [0, -1, 1.5, 0]: signs [+, -, +, +]; agreeing: [0, -2, 3, 0] (no normalize by default)
+    close(out, [0, -2, 3, 0])
+
+
+def test_dare_density_one_is_task_arithmetic_and_zero_keeps_base():
+    close(run("dare_linear", [1, 1], [[2, 3]], [{"weight": 0.5, "density": 1.0}]), [1.5, 2])
+    close(run("dare_linear", [1, 1], [[2, 3]], [{"weight": 0.5, "density": 0.0}]), [1, 1])
+
+
+def test_dare_keeps_density_fraction_and_restores_l1():
+    n = 200_000
+    delta = torch.randn(n, generator=torch.Generator().manual_seed(1))
+    m = METHODS["dare_linear"]
+    out = m.fn(torch.zeros(n), [delta], [{"weight": 1.0, "density": 0.3}], {"rescale": True, "lambda": 1.0},
+               torch.Generator().manual_seed(2))  # fmt: skip
+    kept = (out != 0).float().mean().item()
+    assert abs(kept - 0.3) < 5 * math.sqrt(0.3 * 0.7 / n)
+    assert math.isclose(out.abs().sum().item(), delta.abs().sum().item(), rel_tol=1e-4)
+    # expectation: kept entries are scaled by about 1/density
+    ratio = (out[out != 0] / delta[out != 0]).mean().item()
+    assert abs(ratio - 1 / 0.3) < 0.05
+
+
+def test_della_prefers_large_magnitudes():
+    n = 400
+    rows = torch.arange(1, n + 1, dtype=torch.float32).repeat(200, 1)  # every row: magnitudes 1..400
+    m = METHODS["della_linear"]
+    out = m.fn(torch.zeros_like(rows), [rows], [{"weight": 1.0, "density": 0.5, "epsilon": 0.3}],
+               {"rescale": False, "lambda": 1.0}, torch.Generator().manual_seed(3))  # fmt: skip
+    kept = (out != 0).float().mean(dim=0)  # per rank position
+    assert abs(kept[:40].mean().item() - 0.23) < 0.04  # smallest ranks: density - eps (+ a little)
+    assert abs(kept[-40:].mean().item() - 0.77) < 0.04  # largest ranks: density + eps (- a little)
+    assert abs(kept.mean().item() - 0.5) < 0.02
+
+
+def test_della_rejects_bad_epsilon():
+    with pytest.raises(ValueError, match="epsilon"):
+        run("della", [0, 0], [[1, 2]], [{"weight": 1, "density": 0.9, "epsilon": 0.15}])
+
+
+def test_slerp():
+    h = math.sqrt(0.5)
+    close(run("slerp", [1, 0], [[0, 1]], [{}], t=0.5), [h, h])
+    close(run("slerp", [1, 0], [[0, 1]], [{}], t=0.0), [1, 0])
+    close(run("slerp", [1, 0], [[0, 1]], [{}], t=1.0), [0, 1])
+    close(run("slerp", [2, 0], [[0, 2]], [{}], t=1 / 3), [2 * math.cos(math.pi / 6), 2 * math.sin(math.pi / 6)])
+    # (nearly) colinear: linear interpolation
+    close(run("slerp", [1, 0], [[2, 0]], [{}], t=0.5), [1.5, 0])
+
+
+def test_model_stock():
+    # orthogonal deltas: cos 0 -> t 0 -> the base
+    close(run("model_stock", [0, 0], [[1, 0], [0, 1]], [{}, {}]), [0, 0])
+    c = 1 / math.sqrt(2)
+    t = 2 * c / (1 + c)
+    close(run("model_stock", [0, 0], [[1, 1], [1, 0]], [{}, {}]), [t * 1, t * 0.5])
+    # filter_wise: one angle per row; row 0 orthogonal (keeps base), row 1 identical (t = 1 -> average)
+    out = run("model_stock", [[0, 0], [0, 0]], [[[1, 0], [1, 2]], [[0, 1], [1, 2]]], [{}, {}], filter_wise=True)
+    close(out, [[0, 0], [1, 2]])
+
+
+CONFIG = """
+merge_method: ties
+base_model: base
+models:
+  - model: a
+    parameters:
+      weight: [{filter: mlp, value: [0, 1]}, {value: 0.5}]
+      density: [0.2, 0.4, 1.0]
+  - model: b
+parameters: {weight: 0.25, density: 0.9, normalize: [true, false], lambda: 2}
+"""
+
+
+def test_parameter_resolution_follows_mergekit():
+    config = load_config(CONFIG)
+    assert layer_position("model.layers.3.mlp.up_proj.weight", 7) == 0.5
+    assert layer_position("model.embed_tokens.weight", 7) == 0.0
+    assert layer_position("model.layers.0.mlp.up_proj.weight", 1) == 1.0  # one layer: t = 1, as mergekit
+    mp, params = config.params_for("model.layers.3.mlp.up_proj.weight", 7)
+    assert mp[0]["weight"] == pytest.approx(0.5)  # filter matched, gradient [0, 1] at t = 0.5
+    assert mp[0]["density"] == pytest.approx(0.4)  # gradient over three points at t = 0.5
+    assert mp[1] == {"weight": 0.25, "density": 0.9}  # top-level parameters as fallback
+    assert params["normalize"] is True and params["lambda"] == 2.0  # booleans pick, not interpolate
+    mp, params = config.params_for("model.layers.6.self_attn.q_proj.weight", 7)
+    assert mp[0]["weight"] == 0.5 and mp[0]["density"] == pytest.approx(1.0)
+    assert params["normalize"] is False
+    mp, _ = config.params_for("model.embed_tokens.weight", 7)
+    assert mp[0]["density"] == pytest.approx(0.2)  # outside the layers: t = 0
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("merge_method: tie\nmodels: [{model: a}]", "merge_method"),
+        ("merge_method: ties\nmodels: [{model: a}]", "base_model"),
+        ("merge_method: ties\nbase_model: b\nmodels: [{model: a, parameters: {wieght: 1}}]", "wieght"),
+        ("merge_method: ties\nbase_model: b\nmodels: [{model: a, parameters: {weight: abc}}]", "weight"),
+        ("merge_method: ties\nbase_model: b\nmodels: [{model: a}]\nparameters: {normalize: maybe}", "normalize"),
+        ("merge_method: linear\nmodels: [{model: a, extra: 1}]", "extra"),
+        ("merge_method: linear\nmodels: [{model: a}]\nbogus: 1", "bogus"),
+        ("merge_method: linear\nmodels: [{model: a\n", "line"),
+        ("merge_method: linear\nmodels: [{model: a}]\nout_dtype: fp8", "out_dtype"),
+        ("merge_method: ties\nbase_model: b\nmodels: [{model: a, parameters: {density: [{filter: 3, value: 1}]}}]", "filter"),
+    ],
+)
+def test_config_errors_name_the_field(text, field):
+    with pytest.raises(ConfigError, match=field):
+        load_config(text)
+
+
+def test_missing_required_weight_names_model_and_tensor():
+    config = load_config("merge_method: task_arithmetic\nbase_model: b\nmodels: [{model: a}]")
+    with pytest.raises(ConfigError, match=r"weight.*model a, tensor x\.weight"):
+        config.params_for("x.weight", 2)
+
+
+def test_yaml_round_trip():
+    config = load_config(CONFIG)
+    again = load_config(config.to_yaml())
+    assert again == config and again.key() == config.key()
