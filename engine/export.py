@@ -10,7 +10,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +87,42 @@ def _write_tensor(fh, tensor: torch.Tensor) -> int:
     return done
 
 
+class _BackgroundWriter:
+    """Writes tensors to files on one helper thread, in submission order, while the caller merges the next ones
+    (a write releases the GIL). At most `limit` bytes wait in the queue, so memory stays bounded."""
+
+    def __init__(self, limit: int = 16 * 2**20) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergescope-write")
+        self.pending: deque[tuple[Future, int]] = deque()
+        self.limit = limit
+        self.queued = 0
+
+    def submit(self, fh, tensor: torch.Tensor) -> int:
+        size = tensor.numel() * tensor.element_size()
+        while self.pending and self.queued + size > self.limit:
+            self._wait_one()
+        self.pending.append((self.pool.submit(_write_tensor, fh, tensor), size))
+        self.queued += size
+        return size
+
+    def _wait_one(self) -> None:
+        future, size = self.pending.popleft()
+        self.queued -= size
+        future.result()
+
+    def drain(self, *, raise_errors: bool = True) -> None:
+        while self.pending:
+            try:
+                self._wait_one()
+            except Exception:
+                if raise_errors:
+                    raise
+
+    def close(self) -> None:
+        self.drain(raise_errors=False)
+        self.pool.shutdown(wait=True)
+
+
 def write_shards(
     tensors: Iterable[tuple[str, torch.Tensor]], slots: Sequence[TensorSlot], folder: Path, shard_size: int
 ) -> None:
@@ -98,26 +136,31 @@ def write_shards(
     stream = iter(tensors)
     weight_map: dict[str, str] = {}
     total = 0
-    for shard, fname in zip(shards, names, strict=True):
-        with open(folder / fname, "wb", buffering=0) as fh:
-            fh.write(_header(shard))
-            for slot in shard:
-                name, tensor = next(stream)
-                if name != slot.name or tuple(tensor.shape) != slot.shape or tensor.dtype != slot.dtype:
-                    raise MergeError(
-                        f"tensor {name}: got {list(tensor.shape)} {tensor.dtype}, expected {slot.name} "
-                        f"{list(slot.shape)} {slot.dtype}"
-                    )
-                if isinstance(tensor, RowChunks):  # written chunk by chunk as they are merged
-                    written = 0
-                    for chunk in tensor.chunks:
-                        written += _write_tensor(fh, chunk)
-                    if written != slot.nbytes:
-                        raise MergeError(f"tensor {name}: {written} bytes written, {slot.nbytes} expected")
-                else:
-                    _write_tensor(fh, tensor)
-                weight_map[name] = fname
-                total += slot.nbytes
+    writer = _BackgroundWriter()
+    try:
+        for shard, fname in zip(shards, names, strict=True):
+            with open(folder / fname, "wb", buffering=0) as fh:
+                try:
+                    fh.write(_header(shard))
+                    for slot in shard:
+                        name, tensor = next(stream)
+                        if name != slot.name or tuple(tensor.shape) != slot.shape or tensor.dtype != slot.dtype:
+                            raise MergeError(
+                                f"tensor {name}: got {list(tensor.shape)} {tensor.dtype}, expected {slot.name} "
+                                f"{list(slot.shape)} {slot.dtype}"
+                            )
+                        # A RowChunks tensor is written chunk by chunk as the chunks are merged.
+                        parts = tensor.chunks if isinstance(tensor, RowChunks) else [tensor]
+                        written = sum(writer.submit(fh, part) for part in parts)
+                        if written != slot.nbytes:
+                            raise MergeError(f"tensor {name}: {written} bytes written, {slot.nbytes} expected")
+                        weight_map[name] = fname
+                        total += slot.nbytes
+                    writer.drain()  # the shard is complete before its file is closed
+                finally:
+                    writer.drain(raise_errors=False)  # never close a file a write is still using
+    finally:
+        writer.close()
     if not single:
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))

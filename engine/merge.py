@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -146,13 +147,15 @@ class _Job:
             raise MergeError(f"tensor {self.name} in {ckpt.info(self.name).file} contains NaN or Inf{where}")
         return tensor.to(self.compute)
 
-    def run(self, rows: tuple[int, int] | None = None, buffers=None) -> torch.Tensor:
-        # For a method linear in its inputs a NaN/Inf anywhere reaches the output, so checking the output is
-        # enough (one pass instead of one per input); the inputs are searched only to name the culprit.
+    def load(self, rows: tuple[int, int] | None = None, buffers=None) -> list[torch.Tensor]:
+        """The inputs (base first) for the whole tensor or a row range. For a method linear in its inputs a
+        NaN/Inf anywhere reaches the output, so only the output is checked (see `combine`)."""
         linear = self.method.linear(self.model_params, self.params)
         ckpts = ([self.base] if self.base is not None else []) + self.inputs
         buffers = buffers or [None] * len(ckpts)
-        tensors = [self.read(c, rows, not linear, b) for c, b in zip(ckpts, buffers, strict=True)]
+        return [self.read(c, rows, not linear, b) for c, b in zip(ckpts, buffers, strict=True)]
+
+    def combine(self, tensors: list[torch.Tensor], rows: tuple[int, int] | None = None) -> torch.Tensor:
         base = tensors.pop(0) if self.base is not None else None
         try:
             merged = self.method.fn(base, tensors, self.model_params, self.params, self.generator)
@@ -160,11 +163,14 @@ class _Job:
             raise
         except Exception as exc:
             raise MergeError(f"{self.method.name} failed on tensor {self.name}: {exc}") from exc
-        if linear and not all_finite(merged):
-            for ckpt in ckpts:
-                self.read(ckpt, rows, True)
+        if self.method.linear(self.model_params, self.params) and not all_finite(merged):
+            for ckpt in ([self.base] if self.base is not None else []) + self.inputs:
+                self.read(ckpt, rows, True)  # names the input holding the NaN/Inf
             raise MergeError(f"tensor {self.name}: the merge overflowed to Inf/NaN (all inputs are finite)")
         return merged.to(self.target)
+
+    def run(self) -> torch.Tensor:
+        return self.combine(self.load())
 
     def streamed(self, rows: int, rows_per: int, numel: int, done: Callable[[], None]) -> Iterator[torch.Tensor]:
         """The method's multi-pass chunked form (TIES top-k): each pass re-reads the inputs chunk by chunk."""
@@ -187,12 +193,31 @@ class _Job:
         done()
 
     def chunks(self, rows: int, rows_per: int, done: Callable[[], None]) -> Iterator[torch.Tensor]:
+        """Row chunks of an elementwise merge. The next chunk's inputs are read on a helper thread while this
+        one is combined and written (reads release the GIL), into a second set of reused buffers."""
         ckpts = ([self.base] if self.base is not None else []) + self.inputs
-        # Read buffers are reused from chunk to chunk: no page faults on fresh memory for every read.
-        buffers = [torch.empty(rows_per * c.info(self.name).nbytes // rows, dtype=torch.uint8) for c in ckpts]
-        for start in range(0, rows, rows_per):
-            yield self.run((start, min(rows, start + rows_per)), buffers)
+        sets = [
+            [torch.empty(rows_per * c.info(self.name).nbytes // rows, dtype=torch.uint8) for c in ckpts]
+            for _ in range(2)
+        ]
+        spans = [(start, min(rows, start + rows_per)) for start in range(0, rows, rows_per)]
+        pending = _reader().submit(self.load, spans[0], sets[0])
+        for i, span in enumerate(spans):
+            tensors = pending.result()
+            if i + 1 < len(spans):
+                pending = _reader().submit(self.load, spans[i + 1], sets[(i + 1) % 2])
+            yield self.combine(tensors, span)
         done()
+
+
+_READER: ThreadPoolExecutor | None = None
+
+
+def _reader() -> ThreadPoolExecutor:
+    global _READER
+    if _READER is None:
+        _READER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergescope-read")
+    return _READER
 
 
 def _merge_stream(
@@ -205,7 +230,8 @@ def _merge_stream(
     seed: int = 0,
     allow_pickle: bool = False,
 ) -> Iterator[tuple[str, torch.Tensor | RowChunks]]:
-    """`merge_tensors`, except that large tensors of elementwise merges come as `RowChunks`."""
+    """`merge_tensors`, except that large tensors merged in row chunks (elementwise methods, TIES top-k) come
+    as `RowChunks`, for the exporter to write chunk by chunk."""
     ckpts = open_all(config, checkpoints, allow_pickle=allow_pickle)
     names = check_compatible(config, ckpts)
     refs = config.refs()

@@ -189,11 +189,13 @@ def test_killed_sweep_resumes_without_recomputing(capsys, demo_family, tmp_path)
 
 
 @pytest.mark.slow
-def test_demo_sweep_with_vllm_defaults(capsys, tmp_path):
+def test_demo_sweep_with_vllm_defaults(capsys, demo_family, tmp_path):
     """`mergescope sweep` with no checkpoint flags: the demo family, its suites and references, on vLLM (starts its
     own engine, hence slow)."""
     code, out, err = _run(capsys, "--weights", "0,0.5", "--backend", "vllm", "--store", tmp_path / "r.db")
     assert code == 0, err
     assert "vllm backend ready" in err
-    labels = [line.split()[0] for line in out.splitlines()[2:] if line and not line.startswith(("heuristic", "scores"))]
-    assert labels[:2] == ["general", "base"] and "ω=0" in labels and "ω=0.5" in labels
+    rows = [line.split()[0] for line in out.splitlines()[2:] if line.split()[1:2] in (["reference"], ["variant"])]
+    assert rows[:2] == ["general", "base"]
+    assert {f"skill:{name}" for name in demo_family.skills} | set(demo_family.references) <= set(rows)
+    assert len([r for r in rows if r.startswith("ω=")]) == 2  # one ω for every skill at once (no --grid)

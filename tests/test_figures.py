@@ -149,3 +149,23 @@ def test_diagnostics_figures_show_each_skill_and_pair():
     heat = figures.interference_figure(diag).data[0]
     assert heat.z[0][1] == heat.z[1][0] == -0.25
     assert "60.0%" in heat.text[0][1]
+
+
+def test_default_y_axis_is_the_swept_skill(rows):
+    # A safety skill's score is the harmful-refusal rate; a skill with its own suites has skill:<name>.
+    assert figures.default_metric(rows, ["safety"]) == "harmful_refusal"
+    with_math = [*rows, _result("ω=0.3", "variant", (0.3,), 30, 5, 9, math=4)]
+    assert figures.default_metric(with_math, ["math"]) == "skill:math"
+    assert figures.default_metric(with_math, ["math"], "benign_compliance") == "benign_compliance"
+    assert figures.default_metric(with_math, ["math"], "skill:gone") == "skill:math"
+    assert figures.default_metric([], ["math"]) is None
+
+
+def test_table_order_is_the_same_for_live_and_stored_rows(rows):
+    import json
+
+    # The store returns JSON with sorted keys: aggregates and suites come back in another order.
+    stored = [json.loads(json.dumps(r, sort_keys=True)) for r in rows]
+    assert figures.table_rows(stored) == figures.table_rows(rows)
+    header, _ = figures.table_rows(stored)
+    assert header[3:7] == ["general", "harmful_refusal", "benign_compliance", "suite demo-general"]

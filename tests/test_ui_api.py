@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ui_probe import telling_prompt
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -106,9 +107,9 @@ def test_sweep_fills_plot_table_and_picker(swept, ui):
     # The swept skill's score is the default y axis (safety's score is the harmful-refusal rate); a new sweep
     # clears the chat picker and offers its first point for export.
     skill = next(iter(ui["family"].skills))
-    assert y_axis == ("harmful_refusal" if skill == "safety" else f"skill:{skill}")
-    assert not picked
-    assert export_variant == labels[0]
+    assert y_axis["value"] == ("harmful_refusal" if skill == "safety" else f"skill:{skill}")
+    assert picked["value"] == [] and [c[1] for c in picked["choices"]] == labels
+    assert export_variant["value"] == labels[0]
 
 
 @pytest.mark.vllm
@@ -125,24 +126,24 @@ def test_reopen_shows_stored_results_without_recomputation(swept, ui, vllm_backe
 @pytest.mark.vllm
 def test_chat_sends_one_prompt_to_two_variants(swept, ui):
     c, _ = swept
-    family = ui["family"]
-    from ui.app import probe_prompts
-
-    harmful = probe_prompts([str(p) for p in family.suites])["harmful"][0]
-    out = c.predict(["ω=0", "ω=1"], harmful, 32, 0.0, 1.0, 0, api_name="/chat")
+    # A safety probe on which the sweep stored different greedy replies for ω=0 and ω=1.
+    prompt = telling_prompt(ui["work"] / "results.db", ui["family"], "ω=0", "ω=1")
+    out = c.predict(["ω=0", "ω=1"], prompt, 32, 0.0, 1.0, 0, api_name="/chat")
     prompt_box, pane0, pane1, pane2, pane3 = out
     assert prompt_box == ""
     replies = [pane[-1]["content"][0]["text"] for pane in (pane0, pane1)]
-    assert all(pane[0]["content"][0]["text"] == harmful for pane in (pane0, pane1))
+    assert all(pane[0]["content"][0]["text"] == prompt for pane in (pane0, pane1))
     assert all("refusal" in r or "answered" in r for r in replies)  # the badge
     assert replies[0] != replies[1]
-    assert pane2 == [] or pane2 is None
+    assert not (isinstance(pane2, list) and pane2)  # the third pane is untouched
 
 
 @pytest.mark.vllm
 def test_chat_without_a_sweep_is_a_readable_error(ui):
     c = client(ui)  # fresh session: its own state, no variants
-    with pytest.raises(gradio_client.exceptions.AppError, match="unknown variant"):
+    # Gradio itself refuses a label this session's picker does not offer; either way no other session's
+    # variants are reachable.
+    with pytest.raises(gradio_client.exceptions.AppError, match="unknown variant|not in the list of choices"):
         c.predict(["ω=0"], "hello", 8, 0.0, 1.0, 0, api_name="/chat")
 
 
@@ -151,7 +152,7 @@ def test_export_yaml_describes_the_variant(swept, ui):
     c, _ = swept
     path, text = c.predict("ω=1", api_name="/export_yaml")
     assert Path(path).name == "omega_1.yml"
-    assert Path(path).read_text() == text  # the file and the text shown in the page are the same YAML
+    assert Path(path).read_text().strip() == text.strip()  # the file and the page show the same YAML
     data = yaml.safe_load(text)
     assert data["merge_method"] == "task_arithmetic"
     weights = {Path(m["model"]).name: m["parameters"]["weight"] for m in data["models"]}
@@ -180,6 +181,8 @@ def test_export_checkpoint_writes_a_card_with_results(swept, ui):
     card = (out_dir / "README.md").read_text()
     assert "Evaluation (mergescope sweep)" in card and "general" in card
     assert (out_dir / "config.json").is_file()
+    with pytest.raises(gradio_client.exceptions.AppError, match="already exists: tick 'overwrite'"):
+        c.predict("ω=1", str(out_dir), False, api_name="/export_checkpoint")
     with pytest.raises(gradio_client.exceptions.AppError, match="outside the allowed roots"):
         c.predict("ω=1", "/tmp/../etc/mergescope-out", False, api_name="/export_checkpoint")
 
@@ -242,3 +245,41 @@ def test_path_policy_keeps_reads_and_writes_inside_the_roots(tmp_path):
     assert parse_named_lines("a=/x\n\n/y/b\n", field="skills") == {"a": "/x", "b": "/y/b"}
     with pytest.raises(ConfigError, match="appears twice"):
         parse_named_lines("a=/x\na=/y", field="skills")
+
+
+def test_app_without_a_family_or_engine_starts_and_explains(tmp_path):
+    """No demo family, no engine: the page still serves, and actions answer with readable messages."""
+    from ui.app import build_app, launch
+
+    app = build_app(store_path=tmp_path / "r.db", allowed_roots=[tmp_path])
+    launch(app, port=None, block=False)
+    try:
+        c = gradio_client.Client(app.local_url, verbose=False)
+        with pytest.raises(gradio_client.exceptions.AppError, match="base: no checkpoint given"):
+            c.predict("", "", "", "", api_name="/check")
+        with pytest.raises(gradio_client.exceptions.AppError, match="export: no sweep results yet"):
+            c.predict(None, api_name="/export_results")
+    finally:
+        app.close()
+
+
+def test_task_vector_diagnostics_through_the_api(demo_family, tmp_path):
+    """Per-layer norms and the interference heatmap of the demo family's two skills (no engine needed)."""
+    from ui.app import build_app, launch
+
+    repo_assets = Path(__file__).resolve().parent.parent / "assets"
+    app = build_app(store_path=tmp_path / "r.db", allowed_roots=[repo_assets], family=demo_family)
+    launch(app, port=None, block=False)
+    try:
+        c = gradio_client.Client(app.local_url, verbose=False)
+        skills = "\n".join(f"{n}={p}" for n, p in demo_family.skills.items())
+        norms, interference, summary = c.predict(str(demo_family.base), skills, api_name="/diagnostics")
+    finally:
+        app.close()
+    bars = plot_traces(norms)
+    assert [t["name"] for t in bars] == [f"τ {n}" for n in demo_family.skills]
+    assert all(v > 0 for t in bars for v in t["y"])
+    heat = plot_traces(interference)[0]
+    if len(demo_family.skills) >= 2:
+        assert "cos" in heat["text"][0][1] and "sign conflict" in heat["text"][0][1]
+    assert "task vectors over" in summary

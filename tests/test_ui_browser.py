@@ -4,11 +4,15 @@ two different replies, export the YAML of the picked variant. A screenshot of ea
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 from pathlib import Path
 
 import pytest
 import yaml
+from ui_probe import telling_prompt
+
+sync_api = pytest.importorskip("playwright.sync_api")
+PlaywrightTimeout = sync_api.TimeoutError
 
 pytestmark = [pytest.mark.browser, pytest.mark.vllm]
 
@@ -22,7 +26,14 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "ui-browser"
+if not Path(CHROMIUM).exists():  # checked before any fixture starts the (slow) engine
+    pytest.skip("Debian chromium is not installed (scripts/setup_env.sh --browser)", allow_module_level=True)
 TIMEOUT_MS = 240_000  # a sweep on 2 shared CPU cores; not a timing assertion, a hang guard
+# How many points the tradeoff plot's ω curve shows right now (plotly keeps its traces on the element).
+CURVE_POINTS = (
+    "(document.querySelector('#tradeoff-plot .js-plotly-plot')?.data || [])"
+    ".filter(t => t.name === 'merge ω').map(t => t.x.length).concat([0])[0]"
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +59,6 @@ def app_info(vllm_backend, demo_family, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        pytest.skip("Debian chromium is not installed (scripts/setup_env.sh --browser)")
-    sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
@@ -62,28 +70,6 @@ def browser():
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def telling_prompt(store_path: Path, family, a: str, b: str) -> str:
-    """A safety probe on which the sweep just stored different (greedy) replies for points `a` and `b`, so their
-    chat replies must differ too; the first harmful probe where the store has none."""
-    from engine.store import ResultStore
-    from evals import load_suites
-    from ui.app import probe_prompts
-
-    prompts = {}
-    for suite in load_suites([str(p) for p in family.suites]):
-        for item in suite.items:
-            prompts[item.id] = [m["content"] for m in item.messages if m["role"] == "user"][-1]
-    with ResultStore(store_path) as store:
-        points = {p["label"]: p for p in store.sweep_points(store.resolve_sweep(None))}
-    for suite, stored in points[a]["suites"].items():
-        mine, theirs = stored["payload"], points[b]["suites"][suite]["payload"]
-        if mine["aggregate"].startswith("safety"):
-            for item_id, x, y in zip(mine["item_ids"], mine["replies"], theirs["replies"], strict=True):
-                if x.strip() != y.strip():
-                    return prompts[item_id]
-    return probe_prompts([str(p) for p in family.suites])["harmful"][0]
 
 
 def test_sweep_chat_export_in_a_browser(app_info, browser, demo_family):
@@ -106,6 +92,10 @@ def test_sweep_chat_export_in_a_browser(app_info, browser, demo_family):
     page.wait_for_function("document.querySelector('#sweep-status').innerText.startsWith('Done')")
     plot = page.locator("#tradeoff-plot .js-plotly-plot")
     plot.wait_for()
+    # The plot fills point by point and redraws after the status line: give the last redraw time to land, then
+    # assert on whatever is drawn.
+    with contextlib.suppress(PlaywrightTimeout):
+        page.wait_for_function(CURVE_POINTS + " >= 3", timeout=60_000)
     traces = plot.evaluate("el => el.data.map(t => ({name: t.name, n: (t.x || []).length}))")
     curve = next(t for t in traces if t["name"] == "merge ω")
     assert curve["n"] == 3  # one point per ω: 0, |D|/|G|, 1
@@ -118,14 +108,14 @@ def test_sweep_chat_export_in_a_browser(app_info, browser, demo_family):
 
     # --- pick two variants by clicking their rows in the table (gr.Plot has no click event) --------------------
     table = page.locator("#results-table")
+    # Each click lands before the next: the note under the table names what is in the chat so far.
+    note = "s => document.querySelector('#picked-note').innerText.includes(s)"
     table.get_by_role("gridcell", name="ω=0", exact=True).click()
-    page.locator("#picker").get_by_label("ω=0", exact=True).wait_for()
+    page.wait_for_function(note, arg="ω=0")
     table.get_by_role("gridcell", name="ω=1", exact=True).click()
+    page.wait_for_function(note, arg="ω=1")
     page.get_by_role("tab", name="Chat").click()
     picker = page.locator("#picker")
-    page.wait_for_function(
-        "document.querySelectorAll('#picker input[type=checkbox]:checked').length == 2"
-    )
     assert picker.get_by_label("ω=0", exact=True).is_checked()
     assert picker.get_by_label("ω=1", exact=True).is_checked()
 

@@ -175,6 +175,14 @@ def _figures(session: Session, y_metric: str | None) -> tuple[Any, Any, Any]:
     )
 
 
+def _picked_note(selected: list[str] | None) -> str:
+    """Feedback under the table: which points are in the chat (the picker itself sits in the Chat tab)."""
+    if not selected:
+        return ""
+    names = ", ".join(f"`{label}`" for label in selected)
+    return f"In the chat: {names} (open the **Chat** tab to talk to them side by side)."
+
+
 def _kept_histories(session: Session, sweep_id: str) -> dict[str, list[dict[str, str]]]:
     # Chats survive re-running or reopening the same sweep; another sweep's "ω=0.5" is another model.
     return session.histories if session.sweep_id == sweep_id else {}
@@ -536,6 +544,8 @@ def build_app(
         if not label or label not in session.configs:
             raise ConfigError("export: choose a variant of the current sweep first")
         target = policy.output_dir(out_dir, field="output folder")
+        if target.exists() and not overwrite:
+            raise ConfigError(f"output folder {target} already exists: tick 'overwrite' to replace it")
         row = session.row(label) or {"label": label, "kind": "variant"}
         written = export_merge(
             session.configs[label],
@@ -642,6 +652,7 @@ def build_app(
                 interactive=False,
                 elem_id="results-table",
             )
+            picked_note = gr.Markdown(elem_id="picked-note")
 
         with gr.Tab("Chat"):
             picked = gr.CheckboxGroup(
@@ -735,6 +746,7 @@ def build_app(
         y_metric.change(redraw, [session_state, y_metric], trade_plot, api_name=False)
         table.select(pick_from_table, [session_state, picked], picked, api_name=False)
         picked.change(show_panes, [session_state, picked], panes, api_name=False)
+        picked.change(_picked_note, picked, picked_note, api_name=False)
         # The variant last added to the chat is the one the Export tab offers first.
         picked.change(
             lambda sel: gr.update(value=sel[-1]) if sel else gr.update(), picked, export_label, api_name=False

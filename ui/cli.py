@@ -79,7 +79,11 @@ def run(args: argparse.Namespace) -> int:
     # SIGTERM ends the app like Ctrl-C does, so the engine's worker processes are shut down with it.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        launch(app, host=args.host, port=args.port or None, share=args.share, auth=auth, block=True)
+        launch(app, host=args.host, port=args.port or None, share=args.share, auth=auth, block=False)
+        print(f"mergescope dashboard: {app.local_url}", file=sys.stderr)
+        if app.share_url:
+            print(f"public share link: {app.share_url}", file=sys.stderr)
+        app.block_thread()
     finally:
         app.close()
         app.mergescope_engine.close()

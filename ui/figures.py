@@ -15,6 +15,8 @@ Row = dict[str, Any]
 
 # Reference models get fixed, distinct marker symbols so they read apart from the ω curve.
 REFERENCE_SYMBOLS = ("square", "diamond", "cross", "triangle-up", "x", "pentagon", "hexagon", "triangle-down")
+# Their labels take turns around the marker: references often sit close together (skill and CFT models).
+REFERENCE_TEXT_POSITIONS = ("bottom center", "top center", "middle right", "middle left")
 METRIC_TITLES = {
     "general": "general score",
     "harmful_refusal": "harmful-refusal rate",
@@ -168,7 +170,7 @@ def scatter_figure(rows: Sequence[Row], x: str, y: str, *, title: str) -> go.Fig
                 name=row["label"],
                 marker=dict(symbol=REFERENCE_SYMBOLS[i % len(REFERENCE_SYMBOLS)], size=13, color="#d62728"),
                 text=[row["label"]],
-                textposition="bottom center",
+                textposition=REFERENCE_TEXT_POSITIONS[i % len(REFERENCE_TEXT_POSITIONS)],
                 error_x=_error(xs),
                 error_y=_error(ys),
                 hovertext=[_hover(row, x, y)],
@@ -259,6 +261,7 @@ def table_rows(rows: Sequence[Row]) -> tuple[list[str], list[list[Any]]]:
         agg_names += [n for n in scores.get("aggregates") or {} if n not in agg_names]
         suite_names += [n for n in (scores.get("scores") or {}).get("suites") or {} if n not in suite_names]
     agg_names.sort(key=_metric_order)
+    suite_names.sort()  # live rows keep the sweep's order, stored ones come back sorted: one order for both
     header = ["label", "kind", "ω", *agg_names, *(f"suite {n}" for n in suite_names)]
     body = []
     for r in rows:
@@ -285,7 +288,7 @@ def norms_figure(diag: dict[str, Any]) -> go.Figure:
         template="plotly_white",
         barmode="group",
         height=340,
-        yaxis=dict(title="‖τ‖₂"),
+        yaxis=dict(title="L2 norm of τ"),
     )
     return fig
 
@@ -294,7 +297,10 @@ def interference_figure(diag: dict[str, Any]) -> go.Figure:
     """Cosine similarity between skill vectors as a heatmap, with the sign-conflict rate in each cell."""
     skills = diag["skills"]
     if len(skills) < 2:
-        return _empty("Interference", "Interference needs two or more skills.")
+        return _empty(
+            "Interference",
+            "Interference needs two or more skills: list another one in the skills box (NAME=PATH per line).",
+        )
     index = {s: i for i, s in enumerate(skills)}
     z = [[1.0 if i == j else None for j in range(len(skills))] for i in range(len(skills))]
     text = [["" for _ in skills] for _ in skills]

@@ -16,23 +16,34 @@ from typing import Any
 
 import torch
 
-# vLLM's in-place reload warns "<Layer>: Failed to load weights" for layers that hold only derived buffers and no
-# checkpoint tensor (rotary embeddings' cos/sin cache): it puts their tensors back as they were, which is what we
-# want. One such line per layer per swap would drown the sweep's progress lines, so only those are dropped.
+# Two kinds of vLLM warnings are expected here and would drown the sweep's progress lines:
+# - the in-place reload's "<Layer>: Failed to load weights" for layers that hold only derived buffers and no
+#   checkpoint tensor (rotary embeddings' cos/sin cache): vLLM puts their tensors back as they were, as wanted;
+# - "Attempted to load weight X with dtype torch.float32 into parameter with dtype torch.bfloat16", once per
+#   tensor at engine start, when vLLM serves a float32 checkpoint in bfloat16 (its CPU default).
+# Only those records are dropped; every other warning passes.
 _BUFFER_ONLY_LAYERS = ("RotaryEmbedding",)
 
 
-class _QuietBufferOnlyReload(logging.Filter):
+class _QuietExpected(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == "%s: Failed to load weights" and record.args:
-            return not str(record.args[0]).endswith(_BUFFER_ONLY_LAYERS)
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.msg == "%s: Failed to load weights" and args:
+            return not str(args[0]).endswith(_BUFFER_ONLY_LAYERS)
+        if str(record.msg).startswith("Attempted to load weight %s with dtype") and len(args) == 3:
+            return not (str(args[1]) == "torch.float32" and str(args[2]) in ("torch.bfloat16", "torch.float16"))
         return True
 
 
-def _quiet_reload_logs() -> None:
-    logger = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
-    if not any(isinstance(f, _QuietBufferOnlyReload) for f in logger.filters):
-        logger.addFilter(_QuietBufferOnlyReload())
+def _quiet_expected_logs() -> None:
+    for name in ("vllm.model_executor.model_loader.reload.layerwise", "vllm.model_executor.models.utils"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietExpected) for f in logger.filters):
+            logger.addFilter(_QuietExpected())
+
+
+# vLLM imports this module in each worker before it loads the model, so the start-up warnings are covered too.
+_quiet_expected_logs()
 
 
 def _primed(tensors: Iterator[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -60,7 +71,6 @@ class MergeWorkerExtension:
         return self.model_runner.model_config.dtype
 
     def _mergescope_reload(self, tensors: Iterator[tuple[str, torch.Tensor]]) -> None:
-        _quiet_reload_logs()
         # A failure after the reload began (a NaN in a later tensor, a vanished file) leaves the model half
         # loaded; the backend then marks the served weights unknown and the next swap reloads every tensor.
         self.reload_weights(weights_iterator=_primed(tensors))

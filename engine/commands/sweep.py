@@ -157,6 +157,11 @@ def build_spec(args: argparse.Namespace) -> SweepSpec:
                 f"sweep: {', '.join(missing)} missing (give --base, --general and --skill, or none)"
             )
         base, general, skills = args.base, args.general, list(args.skill)
+        if not suites:
+            raise ConfigError(
+                "sweep: no --evals given (the demo family's suites are the default only when no checkpoint "
+                "flags are given; e.g. --evals assets/demo/evals)"
+            )
     settings = GenerationSettings(seed=args.seed)
     if args.max_tokens is not None:
         settings = GenerationSettings(max_tokens=args.max_tokens, seed=args.seed)
@@ -213,10 +218,11 @@ def format_table(results: list[PointResult], heuristic: dict[str, float]) -> str
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     if heuristic:
+        marked = any(r.heuristic for r in results)
         lines.append(
             "heuristic ω = |D|/|G|: "
             + ", ".join(f"{k} {v:.3f}" for k, v in heuristic.items())
-            + "  (* = that point)"
+            + ("  (* = that point)" if marked else "  (a swept point only for a single --skill)")
         )
     lines.append("scores in %, [Wilson 95% interval]; n items per score in the CSV/JSON export")
     return "\n".join(lines)
