@@ -4,8 +4,12 @@ engine entry point, so every dashboard action has a headless twin."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 from engine.errors import MergescopeError
 
@@ -32,12 +36,31 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """`kill PID` (SIGTERM) ends a command through the same path as Ctrl-C, so a merge removes its temporary
+    folder and a sweep or the dashboard shuts the engine's worker processes down instead of orphaning them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers can only be set from the main thread
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
-        return int(module.run(args) or 0)
+        with sigterm_as_interrupt():
+            return int(module.run(args) or 0)
     except MergescopeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,6 @@ bound to 127.0.0.1. Exposing it (`--host 0.0.0.0`, `--share`) is an explicit cho
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 
@@ -76,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
         default_weights=args.weights,
         warm_up=True,
     )
-    # SIGTERM ends the app like Ctrl-C does, so the engine's worker processes are shut down with it.
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         launch(app, host=args.host, port=args.port or None, share=args.share, auth=auth, block=False)
         print(f"mergescope dashboard: {app.local_url}", file=sys.stderr)
@@ -88,7 +85,3 @@ def run(args: argparse.Namespace) -> int:
         app.close()
         app.mergescope_engine.close()
     return 0
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import sys
 import time
 from typing import TextIO
@@ -89,10 +88,6 @@ class Progress:
             print(line, file=self.stream, flush=True)
 
 
-def _raise_interrupt(signum, frame):  # SIGTERM behaves like Ctrl-C: the temporary folder is removed
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace, *, err: TextIO | None = None) -> int:
     from engine.config import load_config
     from engine.export import export_merge
@@ -114,7 +109,6 @@ def run(args: argparse.Namespace, *, err: TextIO | None = None) -> int:
         raise ConfigError(f"--threads: must be at least 1, got {args.threads}")
     # Process-wide settings, restored afterwards (the command also runs in-process, e.g. from tests).
     threads = torch.get_num_threads()
-    handler = signal.signal(signal.SIGTERM, _raise_interrupt) if threading_main() else None
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     try:
@@ -131,14 +125,6 @@ def run(args: argparse.Namespace, *, err: TextIO | None = None) -> int:
         )
     finally:
         torch.set_num_threads(threads)
-        if handler is not None:
-            signal.signal(signal.SIGTERM, handler)
     if not args.quiet:
         print(f"wrote {out} in {time.perf_counter() - start:.1f}s", file=err)
     return 0
-
-
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

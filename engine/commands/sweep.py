@@ -7,13 +7,9 @@ continued-fine-tuned model), so `mergescope sweep` alone shows the whole loop.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -228,24 +224,6 @@ def format_table(results: list[PointResult], heuristic: dict[str, float]) -> str
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """`kill PID` (SIGTERM) ends the sweep through the same path as Ctrl-C: the engine's worker processes are shut
-    down instead of being orphaned, and every result stored so far stays for the next run to resume from."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # handlers can only be set from the main thread
-        return
-
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
@@ -260,7 +238,7 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
         f"store {args.store}",
         file=err,
     )
-    with _sigterm_as_interrupt(), ResultStore(args.store) as store:
+    with ResultStore(args.store) as store:
         start = time.perf_counter()
         print(f"starting the {args.backend} backend on {spec.general} ...", file=err, flush=True)
         backend = make_backend(spec.general, kind=args.backend, device=args.device)
