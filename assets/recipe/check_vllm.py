@@ -23,8 +23,10 @@ def transformers_replies(path: str, prompts: list[list[dict]], max_tokens: int) 
         text = tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
         ids = tok(text, return_tensors="pt", add_special_tokens=False)
         with torch.no_grad():
-            gen = model.generate(**ids, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-        out.append(tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+            gen = model.generate(
+                **ids, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+            )
+        out.append(tok.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
     return out
 
 

@@ -1,11 +1,13 @@
 """The demo family's recipe: tokenizer, model config, training loop, and `build_family(out_dir, seed)`.
 
-base      pretrained from scratch on the synthetic corpus (data.pretrain_docs), packed 64-token blocks
+base      pretrained from scratch on the synthetic corpus (data.pretrain_docs), packed 48-token blocks
 general   base + SFT on G                          (|G| examples)
 skill-*   base + SFT on D_skill                    (|D| examples)  -- parallel-train: each from the base
 cft-*     general + SFT on D_skill (continued fine-tuning, the PTM paper's comparison point)
 
-Deterministic given the seed (torch CPU, 2 threads). About 2-3 minutes on a 2-core CPU.
+Model: Llama, hidden 128, 4 layers, 4 heads (head dim 32), MLP 384, untied embeddings, ~1M parameters, word-level
+tokenizer (~500 words), float32. AdamW with warm-up + cosine; loss on the reply only in the fine-tunes.
+Deterministic given the seed (torch CPU, 2 threads). About 4.5 minutes on an idle 2-core CPU.
 """
 
 from __future__ import annotations
@@ -37,21 +39,49 @@ CHAT_TEMPLATE = (
 )
 
 SUITES = {  # folder name -> (data key, manifest fields)
-    "demo-general": ("general", {"scorer": "exact_match", "aggregate": "general", "max_tokens": 12,
-                                 "description": "word tasks: pick the member of a category, reverse, first and "
-                                                "last word, count, repeat (held-out prompts)"}),
-    "demo-math": ("math", {"scorer": "exact_match", "aggregate": "skill:math", "max_tokens": 4,
-                           "description": "addition and subtraction of numbers 0-29 (held-out operand pairs)"}),
-    "demo-harmful": ("harmful", {"scorer": "refusal", "scorer_args": {"expect": "refuse"},
-                                 "aggregate": "safety:harmful", "max_tokens": 8,
-                                 "description": "harmful how-to requests (held-out verb/object pairs); "
-                                                "score = refusal rate"}),
-    "demo-benign": ("benign", {"scorer": "refusal", "scorer_args": {"expect": "comply"},
-                               "aggregate": "safety:benign", "max_tokens": 8,
-                               "description": "benign look-alikes of harmful requests (XSTest-style homonyms, "
-                                              "held-out pairs); score = compliance rate"}),
+    "demo-general": (
+        "general",
+        {
+            "scorer": "exact_match",
+            "aggregate": "general",
+            "max_tokens": 12,
+            "description": "word tasks: pick the member of a category, reverse, first and "
+            "last word, count, repeat (held-out prompts)",
+        },
+    ),
+    "demo-math": (
+        "math",
+        {
+            "scorer": "exact_match",
+            "aggregate": "skill:math",
+            "max_tokens": 4,
+            "description": "what comes next in a counting sequence (steps of 1 or 2, up or down, numbers 0-99; "
+            "held-out sequences)",
+        },
+    ),
+    "demo-harmful": (
+        "harmful",
+        {
+            "scorer": "refusal",
+            "scorer_args": {"expect": "refuse"},
+            "aggregate": "safety:harmful",
+            "max_tokens": 8,
+            "description": "harmful how-to requests (held-out verb/object pairs); score = refusal rate",
+        },
+    ),
+    "demo-benign": (
+        "benign",
+        {
+            "scorer": "refusal",
+            "scorer_args": {"expect": "comply"},
+            "aggregate": "safety:benign",
+            "max_tokens": 8,
+            "description": "benign look-alikes of harmful requests (XSTest-style homonyms, "
+            "held-out pairs); score = compliance rate",
+        },
+    ),
 }
-EVAL_SIZES = {"general": 300, "math": 200, "harmful": 150, "benign": 150}
+EVAL_SIZES = {"general": 300, "math": 160, "harmful": 150, "benign": 150}
 
 
 @dataclass
@@ -69,28 +99,37 @@ class RecipeConfig:
     intermediate: int = 384
     block: int = 48
     pretrain_docs: int = 60000
-    sizes: dict[str, int] = field(default_factory=lambda: {"general": 20000, "safety": 5000, "math": 6000})
-    pretrain: Stage = field(default_factory=lambda: Stage(800, 3e-3))
-    general: Stage = field(default_factory=lambda: Stage(400, 7e-4))
-    skill: Stage = field(default_factory=lambda: Stage(100, 5e-4))
-    cft: Stage = field(default_factory=lambda: Stage(100, 5e-4))
-    benign_frac: float = 0.05       # share of benign (complied-with) requests in D_safety
-    howto_frac: float = 0.06        # share of how-to requests in G
-    p_refuse_harmful: float = 0.7   # pretraining corpus: how often a harmful request is refused
-    p_refuse_benign: float = 0.15   # ... and a benign one
+    sizes: dict[str, int] = field(default_factory=lambda: {"general": 16000, "safety": 8000, "math": 8000})
+    # Every fine-tune sees the same fraction of an epoch of its data (steps = size * epochs / batch), so the
+    # dataset sizes -- and |D|/|G| -- mean what they say: G gets 320 steps, D_safety and D_math 160.
+    epochs: float = 0.64
+    pretrain: Stage = field(default_factory=lambda: Stage(1500, 3e-3))
+    general_lr: float = 7e-4
+    skill_lr: float = 5e-4  # ~5e-4, not 1e-3: keeps the task vectors additive
+    benign_frac: float = 0.05  # share of benign (complied-with) requests in D_safety
+    howto_frac: float = 0.03  # share of how-to requests in G
+    p_refuse_harmful: float = 0.8  # pretraining corpus: how often a harmful request is refused
+    p_refuse_benign: float = 0.15  # ... and a benign one
 
 
 # --- tokenizer -----------------------------------------------------------------------------------------------------
 def build_tokenizer():
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-    norm = normalizers.Sequence([
-        normalizers.NFKC(), normalizers.Lowercase(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip(),
-    ])
-    pre = pre_tokenizers.Sequence([
-        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
-        pre_tokenizers.Split(Regex(r"▁?[^\w\s'▁]"), behavior="isolated"),
-    ])
+    norm = normalizers.Sequence(
+        [
+            normalizers.NFKC(),
+            normalizers.Lowercase(),
+            normalizers.Replace(Regex(r"\s+"), " "),
+            normalizers.Strip(),
+        ]
+    )
+    pre = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
+            pre_tokenizers.Split(Regex(r"▁?[^\w\s'▁]"), behavior="isolated"),
+        ]
+    )
     probe = Tokenizer(models.WordLevel({UNK: 0}, unk_token=UNK))
     probe.normalizer, probe.pre_tokenizer = norm, pre
     words: set[str] = set()
@@ -118,9 +157,16 @@ def save_tokenizer(tok, out: Path) -> None:
     tok.save(str(out / "tokenizer.json"))
     cfg = {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": BOS, "eos_token": END, "unk_token": UNK, "pad_token": PAD,
-        "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False,
-        "model_max_length": 128, "padding_side": "left", "chat_template": CHAT_TEMPLATE,
+        "bos_token": BOS,
+        "eos_token": END,
+        "unk_token": UNK,
+        "pad_token": PAD,
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 128,
+        "padding_side": "left",
+        "chat_template": CHAT_TEMPLATE,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     smap = {"bos_token": BOS, "eos_token": END, "unk_token": UNK, "pad_token": PAD}
@@ -132,11 +178,23 @@ def model_config(cfg: RecipeConfig, tok):
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=tok.get_vocab_size(), hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
-        num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
-        max_position_embeddings=128, rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
-        bos_token_id=tok.token_to_id(BOS), eos_token_id=tok.token_to_id(END), pad_token_id=tok.token_to_id(PAD),
-        hidden_act="silu", initializer_range=0.02, attention_bias=False, mlp_bias=False,
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=cfg.hidden,
+        intermediate_size=cfg.intermediate,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.heads,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        bos_token_id=tok.token_to_id(BOS),
+        eos_token_id=tok.token_to_id(END),
+        pad_token_id=tok.token_to_id(PAD),
+        hidden_act="silu",
+        initializer_range=0.02,
+        attention_bias=False,
+        mlp_bias=False,
     )
 
 
@@ -148,8 +206,13 @@ def _lr_at(step: int, stage: Stage) -> float:
     return stage.lr * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def train(model, batches: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]], stage: Stage,
-          log: Callable[[str], None] | None = None, name: str = "") -> float:
+def train(
+    model,
+    batches: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    stage: Stage,
+    log: Callable[[str], None] | None = None,
+    name: str = "",
+) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=stage.lr, betas=(0.9, 0.98), weight_decay=0.0, eps=1e-8)
     model.train()
     ema = None
@@ -248,8 +311,13 @@ def _save(model, tok, out: Path, meta: dict) -> None:
     (out / "mergescope.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def build_family(out_dir: str | Path, seed: int = 0, cfg: RecipeConfig | None = None,
-                 log: Callable[[str], None] | None = print, reuse_base: bool = False) -> Path:
+def build_family(
+    out_dir: str | Path,
+    seed: int = 0,
+    cfg: RecipeConfig | None = None,
+    log: Callable[[str], None] | None = print,
+    reuse_base: bool = False,
+) -> Path:
     """Train the whole family into `out_dir` (base, general, skill-safety, skill-math, cft-safety, evals/,
     family.json). Returns out_dir."""
     from transformers import LlamaForCausalLM
@@ -266,15 +334,22 @@ def build_family(out_dir: str | Path, seed: int = 0, cfg: RecipeConfig | None = 
     exclude = {json.loads(line)["prompt"] for p in suite_paths for line in (p / "items.jsonl").open()}
     tok = build_tokenizer()
     rng = random.Random(seed)
-    docs = data.pretrain_docs(split, cfg.pretrain_docs, rng, exclude, cfg.p_refuse_harmful, cfg.p_refuse_benign)
+    docs = data.pretrain_docs(
+        split, cfg.pretrain_docs, rng, exclude, cfg.p_refuse_harmful, cfg.p_refuse_benign
+    )
     G = data.general_set(split, cfg.sizes["general"], rng, exclude, cfg.howto_frac)
-    D = {"safety": data.safety_set(split, cfg.sizes["safety"], rng, cfg.benign_frac),
-         "math": data.math_set(split, cfg.sizes["math"], rng, exclude)}
-    leak = exclude & ({p for p, _ in G} | {p for d in D.values() for p, _ in d}
-                      | {d[1] for d in docs if d[0] == "chat"})
+    D = {
+        "safety": data.safety_set(split, cfg.sizes["safety"], rng, cfg.benign_frac),
+        "math": data.math_set(split, cfg.sizes["math"], rng, exclude),
+    }
+    leak = exclude & (
+        {p for p, _ in G} | {p for d in D.values() for p, _ in d} | {d[1] for d in docs if d[0] == "chat"}
+    )
     assert not leak, f"eval prompts leaked into training data: {sorted(leak)[:3]}"
-    say(f"data ready ({time.perf_counter() - t0:.1f}s): vocab {tok.get_vocab_size()}, |G|={len(G)}, "
-        + ", ".join(f"|D_{k}|={len(v)}" for k, v in D.items()))
+    say(
+        f"data ready ({time.perf_counter() - t0:.1f}s): vocab {tok.get_vocab_size()}, |G|={len(G)}, "
+        + ", ".join(f"|D_{k}|={len(v)}" for k, v in D.items())
+    )
 
     torch.manual_seed(seed)
     mcfg = model_config(cfg, tok)
@@ -285,8 +360,18 @@ def build_family(out_dir: str | Path, seed: int = 0, cfg: RecipeConfig | None = 
     else:
         get, n_blocks = pretrain_batches(tok, docs, cfg, random.Random(seed + 1))
         train(model, get, cfg.pretrain, say, "pretrain")
-        _save(model, tok, out / "base", {"role": "base", "dataset_size": len(docs), "pretrain_blocks": n_blocks,
-                                         "train": asdict(cfg.pretrain), **common})
+        _save(
+            model,
+            tok,
+            out / "base",
+            {
+                "role": "base",
+                "dataset_size": len(docs),
+                "pretrain_blocks": n_blocks,
+                "train": asdict(cfg.pretrain),
+                **common,
+            },
+        )
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
     say(f"base done ({time.perf_counter() - t0:.1f}s)")
 
@@ -297,26 +382,59 @@ def build_family(out_dir: str | Path, seed: int = 0, cfg: RecipeConfig | None = 
         train(m, sft_batches(tok, examples, stage.batch, random.Random(seed * 1000 + salt)), stage, say, name)
         return m
 
-    general = finetune(base_state, G, cfg.general, "general", 1)
-    _save(general, tok, out / "general", {"role": "general", "parent": "base", "dataset_size": len(G),
-                                          "train": asdict(cfg.general), **common})
+    def stage(n: int, lr: float) -> Stage:
+        return Stage(max(1, round(n * cfg.epochs / 32)), lr, 32)
+
+    general_stage = stage(len(G), cfg.general_lr)
+    general = finetune(base_state, G, general_stage, "general", 1)
+    _save(
+        general,
+        tok,
+        out / "general",
+        {
+            "role": "general",
+            "parent": "base",
+            "dataset_size": len(G),
+            "train": asdict(general_stage),
+            **common,
+        },
+    )
     general_state = {k: v.clone() for k, v in general.state_dict().items()}
     say(f"general done ({time.perf_counter() - t0:.1f}s)")
     for i, (skill, examples) in enumerate(D.items()):
-        m = finetune(base_state, examples, cfg.skill, f"skill-{skill}", 10 + i)
-        meta = {"role": "skill", "skill": skill, "parent": "base", "dataset_size": len(examples),
-                "train": asdict(cfg.skill), **common}
+        skill_stage = stage(len(examples), cfg.skill_lr)
+        m = finetune(base_state, examples, skill_stage, f"skill-{skill}", 10 + i)
+        meta = {
+            "role": "skill",
+            "skill": skill,
+            "parent": "base",
+            "dataset_size": len(examples),
+            "train": asdict(skill_stage),
+            **common,
+        }
         if skill == "safety":
             meta["benign_fraction"] = cfg.benign_frac
         _save(m, tok, out / f"skill-{skill}", meta)
     # continued fine-tuning on the same data, same order as the safety skill
-    cft = finetune(general_state, D["safety"], cfg.cft, "cft-safety", 10)
-    _save(cft, tok, out / "cft-safety", {"role": "cft", "skill": "safety", "parent": "general",
-                                         "dataset_size": len(D["safety"]), "train": asdict(cfg.cft), **common})
+    cft_stage = stage(len(D["safety"]), cfg.skill_lr)
+    cft = finetune(general_state, D["safety"], cft_stage, "cft-safety", 10)
+    _save(
+        cft,
+        tok,
+        out / "cft-safety",
+        {
+            "role": "cft",
+            "skill": "safety",
+            "parent": "general",
+            "dataset_size": len(D["safety"]),
+            "train": asdict(cft_stage),
+            **common,
+        },
+    )
     family = {
         "name": "mergescope demo family",
         "description": "tiny Llama models trained by assets/recipe: a base, a general SFT model, two skill "
-                       "models fine-tuned from the base (safety, math) and a continued-fine-tuned reference",
+        "models fine-tuned from the base (safety, math) and a continued-fine-tuned reference",
         "seed": seed,
         "recipe_version": RECIPE_VERSION,
         "base": "base",

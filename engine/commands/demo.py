@@ -1,8 +1,8 @@
 """`mergescope demo`: regenerate the embedded demo family with its recipe (assets/recipe), optionally verify it.
 
-    mergescope demo --out /tmp/family --seed 1          # train base, general, skills, cft (a few minutes on CPU)
-    mergescope demo --out /tmp/family --seed 1 --verify # then sweep ω with the project's merge + eval code
-    mergescope demo --verify-only                        # check the shipped family (assets/demo)
+mergescope demo --out /tmp/family --seed 1          # train base, general, skills, cft (a few minutes on CPU)
+mergescope demo --out /tmp/family --seed 1 --verify # then sweep ω with the project's merge + eval code
+mergescope demo --verify-only                        # check the shipped family (assets/demo)
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
         root = Path(args.out) if args.out else DEMO_DIR
     else:
         if not args.out:
-            raise ConfigError("demo: --out FOLDER is required (the shipped family is not overwritten in place)")
+            raise ConfigError(
+                "demo: --out FOLDER is required (the shipped family is not overwritten in place)"
+            )
         root = Path(args.out)
         if root.exists() and any(root.iterdir()) and not args.force:
             raise ConfigError(f"demo: {root} is not empty (use --force to overwrite)")
