@@ -22,7 +22,10 @@ from engine.errors import CheckpointError
 
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-IDENTITY_SAMPLES = 64
+# identity(): weight files up to this size are hashed whole, larger ones by sampled blocks.
+FULL_HASH_BYTES = 256 * 2**20
+IDENTITY_SAMPLES = 256
+IDENTITY_BLOCK = 4096
 
 
 @dataclass(frozen=True)
@@ -223,21 +226,29 @@ class Checkpoint:
         return tensor if str(device) == "cpu" else tensor.to(device)
 
     def identity(self) -> str:
-        """Stable, content-derived id: config + every weight file's size, header and a sample of its data.
+        """Stable, content-derived id (the results store's key): config + every weight file's name, size and a
+        digest of its bytes.
 
-        Headers alone do not tell two fine-tunes of one base apart (same names, shapes, offsets), so 64 blocks of
-        4 KiB spread over each file are hashed too: cheap (256 KiB a file), and fine-tunes differ everywhere."""
+        Headers alone do not tell two fine-tunes of one base apart (same names, shapes, offsets), so the bytes
+        count: whole for files up to `FULL_HASH_BYTES`; above that the first 1 MiB, `IDENTITY_SAMPLES` blocks
+        spread over the rest and the last block (fine-tunes differ in virtually every block, so a 15 GB
+        checkpoint is identified from ~2 MB)."""
         digest = hashlib.sha256()
         digest.update(json.dumps(self.config, sort_keys=True).encode())
         for file in sorted({i.file for i in self._infos.values()}):
             size = file.stat().st_size
             digest.update(f"{file.name}:{size}".encode())
             with open(file, "rb") as fh:
+                if size <= FULL_HASH_BYTES:
+                    for chunk in iter(lambda fh=fh: fh.read(2**20), b""):
+                        digest.update(chunk)
+                    continue
+                digest.update(fh.read(2**20))
                 for k in range(IDENTITY_SAMPLES):
-                    fh.seek(size * k // IDENTITY_SAMPLES)
-                    digest.update(fh.read(4096))
-                fh.seek(max(0, size - 4096))
-                digest.update(fh.read(4096))
+                    fh.seek(2**20 + (size - 2**20 - IDENTITY_BLOCK) * k // IDENTITY_SAMPLES)
+                    digest.update(fh.read(IDENTITY_BLOCK))
+                fh.seek(size - IDENTITY_BLOCK)
+                digest.update(fh.read(IDENTITY_BLOCK))
         return digest.hexdigest()[:16]
 
     @property

@@ -10,7 +10,6 @@ re-run reuses them and a killed sweep resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -303,7 +302,7 @@ def prepare_sweep(spec: SweepSpec) -> PreparedSweep:
     report = compatibility_report(list(checkpoints.values()))
     if not report.ok:
         raise CheckpointError(f"sweep: the checkpoints are not compatible:\n{report.format()}")
-    identities = {path: checkpoint_identity(ckpt) for path, ckpt in checkpoints.items()}
+    identities = {path: ckpt.identity() for path, ckpt in checkpoints.items()}
     heuristic: dict[str, float] = {}
     for name, path in spec.skill_paths.items():
         h = heuristic_weight(checkpoints[spec.general], checkpoints[path], spec.dataset_sizes, skill=name)
@@ -312,41 +311,6 @@ def prepare_sweep(spec: SweepSpec) -> PreparedSweep:
     only_h = next(iter(heuristic.values())) if len(spec.skill_paths) == 1 and heuristic else None
     points = spec._reference_points() + spec._variant_points(heuristic=only_h)
     return PreparedSweep(spec, suites, checkpoints, identities, heuristic, points)
-
-
-# Weight files up to this size are hashed whole; larger ones by sampled blocks (see checkpoint_identity).
-FULL_HASH_BYTES = 256 * 2**20
-_BLOCK = 4096
-_FILE_SAMPLES = 256
-
-
-def _file_digest(file: Path) -> str:
-    """Hash of a weight file's bytes: whole for small files; for large ones its first 1 MiB (the safetensors
-    header and the first tensors), every `_FILE_SAMPLES`-th slice of the rest and the last block. Two
-    fine-tunes of one model differ in virtually every block, so sampling tells them apart at a fraction of a
-    full read (a 15 GB checkpoint is read in ~1 MB)."""
-    digest = hashlib.sha256()
-    size = file.stat().st_size
-    with open(file, "rb") as fh:
-        if size <= FULL_HASH_BYTES:
-            for chunk in iter(lambda: fh.read(2**20), b""):
-                digest.update(chunk)
-        else:
-            digest.update(fh.read(2**20))
-            for i in range(_FILE_SAMPLES):
-                fh.seek(2**20 + (size - 2**20 - _BLOCK) * i // _FILE_SAMPLES)
-                digest.update(fh.read(_BLOCK))
-            fh.seek(size - _BLOCK)
-            digest.update(fh.read(_BLOCK))
-    return f"{file.name}:{size}:{digest.hexdigest()}"
-
-
-def checkpoint_identity(ckpt: Checkpoint) -> str:
-    """The identity results are stored under: `ckpt.identity()` (config, tensor headers, sizes) plus a digest of
-    the weight bytes. Headers alone are the same for every fine-tune of one architecture (base, general and each
-    skill of a family), so without the bytes their results would collide in the store."""
-    files = sorted({ckpt.info(name).file for name in ckpt.tensor_names()})
-    return stable_hash([ckpt.identity(), *(_file_digest(f) for f in files)])[:16]
 
 
 def variant_identity(config: MergeConfig, identities: Mapping[str, str]) -> dict[str, Any]:

@@ -59,15 +59,15 @@ def _tiny_checkpoint(folder, seed: int):
 @pytest.mark.parametrize("full_hash_bytes", [None, 1024])  # whole-file hash, and the sampled path
 def test_checkpoint_identity_tells_fine_tunes_apart(tmp_path, monkeypatch, full_hash_bytes):
     """Two fine-tunes of one architecture have the same headers: the store key must still tell them apart."""
-    import engine.sweep as sweep_module
+    import engine.checkpoint as checkpoint_module
     from engine.checkpoint import open_checkpoint
 
     if full_hash_bytes is not None:
-        monkeypatch.setattr(sweep_module, "FULL_HASH_BYTES", full_hash_bytes)
+        monkeypatch.setattr(checkpoint_module, "FULL_HASH_BYTES", full_hash_bytes)
     a = open_checkpoint(_tiny_checkpoint(tmp_path / "a", seed=1))
     b = open_checkpoint(_tiny_checkpoint(tmp_path / "b", seed=2))
     a_copy = open_checkpoint(shutil.copytree(a.path, tmp_path / "elsewhere"))
-    ids = [sweep_module.checkpoint_identity(c) for c in (a, b, a_copy)]
+    ids = [c.identity() for c in (a, b, a_copy)]
     assert ids[0] != ids[1] and ids[0] == ids[2]
 
 
