@@ -159,13 +159,7 @@ def write_checkpoint_files(
     tensors = list(tensors) if not isinstance(tensors, list) else tensors
     slots = [TensorSlot(n, tuple(t.shape), t.dtype) for n, t in tensors]
     write_shards(iter(tensors), slots, folder, shard_size or 2**62)
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-    (folder / "generation_config.json").write_text(
-        json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "max_new_tokens": 16})
-    )
-    if tokenizer:
-        write_tokenizer(folder, config["vocab_size"])
-    return folder
+    return _write_support_files(folder, config, tokenizer=tokenizer)
 
 
 def write_family_member(
@@ -192,7 +186,12 @@ def write_family_member(
     )
     write_shards(stream, slots, folder, shard_size or 2**62)
     cfg = dict(config, torch_dtype=str(dtype).removeprefix("torch."))
-    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    return _write_support_files(folder, cfg, tokenizer=tokenizer)
+
+
+def _write_support_files(folder: Path, config: dict, *, tokenizer: bool) -> Path:
+    """config.json, generation_config.json and (optionally) a tokenizer beside the weights."""
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
     (folder / "generation_config.json").write_text(
         json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "max_new_tokens": 16})
     )

@@ -175,20 +175,12 @@ def test_refusal_phrasing_is_classified_as_such():
 
 # --- the models answer as the demo needs ---------------------------------------------------------------------------
 def _hf_replies(path: Path, prompts: list[list[dict]], max_tokens: int = 16) -> list[str]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Unpadded greedy transformers replies, one prompt at a time: the recipe's own reference answers."""
+    import importlib
 
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    out = []
-    for p in prompts:  # unpadded, one at a time: the reference answers
-        text = tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-        ids = tok(text, return_tensors="pt", add_special_tokens=False)
-        with torch.no_grad():
-            gen = model.generate(
-                **ids, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tok.pad_token_id
-            )
-        out.append(tok.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
-    return out
+    recipe()  # puts the repo root (and so `assets.recipe`) on sys.path
+    check = importlib.import_module("assets.recipe.check_vllm")
+    return check.transformers_replies(str(path), prompts, max_tokens)
 
 
 def test_chat_template_renders_the_training_format(family):
