@@ -106,6 +106,14 @@ def test_sweep_chat_export_in_a_browser(app_info, browser, demo_family):
     assert page.locator("#results-table .virtual-row").count() == 3
     shot(page, "2-sweep")
 
+    # --- the user picks another y axis: the tradeoff plot redraws on it, keeping every point ---------------------
+    title = "document.querySelector('#tradeoff-plot .js-plotly-plot').layout.title.text"
+    assert "harmful-refusal" in page.evaluate(title)
+    page.locator("#y-metric input").click()
+    page.get_by_role("option", name="benign-compliance rate").click()
+    page.wait_for_function(title + ".includes('benign-compliance')")
+    assert page.evaluate(CURVE_POINTS) == 3
+
     # --- pick two variants by clicking their rows in the table (gr.Plot has no click event) --------------------
     table = page.locator("#results-table")
     # Each click lands before the next: the note under the table names what is in the chat so far.

@@ -743,7 +743,9 @@ def build_app(
         reopen_btn.click(reopen, [session_state, y_metric, *spec_inputs], sweep_outputs, api_name="reopen")
         grid.change(lambda on: gr.update(open=bool(on)), grid, heat_box, api_name=False)
         grid.change(two_skills_for_grid, [grid, skills], skills, api_name=False)
-        y_metric.change(redraw, [session_state, y_metric], trade_plot, api_name=False)
+        # `.input`, not `.change`: a sweep's own yields also set this dropdown, and a redraw fired by them could land
+        # after the sweep's last plot and put an older set of points back on screen.
+        y_metric.input(redraw, [session_state, y_metric], trade_plot, api_name=False)
         table.select(pick_from_table, [session_state, picked], picked, api_name=False)
         picked.change(show_panes, [session_state, picked], panes, api_name=False)
         picked.change(_picked_note, picked, picked_note, api_name=False)
