@@ -51,6 +51,17 @@ def _result_rows(store: Path) -> dict[str, float]:
         return dict(db.execute("SELECT key, created FROM results").fetchall())
 
 
+@pytest.mark.parametrize(("grid", "count"), [([], 1), (["--grid"], 2)])
+def test_demo_default_sweeps_the_first_skill_or_a_grid_of_two(demo_family, grid, count):
+    from engine.cli import build_parser
+    from engine.commands.sweep import build_spec
+
+    argv = ["sweep", *grid]
+    spec = build_spec(build_parser(argv).parse_args(argv))
+    assert list(spec.skills) == list(demo_family.skills)[:count]
+    assert spec.grid == bool(grid)
+
+
 def test_help_mentions_the_demo_default(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["sweep", "--help"])
@@ -197,5 +208,6 @@ def test_demo_sweep_with_vllm_defaults(capsys, demo_family, tmp_path):
     assert "vllm backend ready" in err
     rows = [line.split()[0] for line in out.splitlines()[2:] if line.split()[1:2] in (["reference"], ["variant"])]
     assert rows[:2] == ["general", "base"]
-    assert {f"skill:{name}" for name in demo_family.skills} | set(demo_family.references) <= set(rows)
-    assert len([r for r in rows if r.startswith("ω=")]) == 2  # one ω for every skill at once (no --grid)
+    first_skill = next(iter(demo_family.skills))
+    assert {f"skill:{first_skill}"} | set(demo_family.references) <= set(rows)
+    assert len([r for r in rows if r.startswith("ω=")]) == 2  # the safety skill alone (no --grid)

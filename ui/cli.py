@@ -7,9 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from engine.commands.engine_args import add_engine_arguments
 from engine.errors import ConfigError, MergescopeError
 
-DEFAULT_STORE = "mergescope-results.db"
 REPO_ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
@@ -30,16 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder the UI may read checkpoints from and write exports to (repeatable; default: the repo's "
         "assets and the working directory)",
     )
-    parser.add_argument(
-        "--store", default=DEFAULT_STORE, help=f"SQLite results store (default {DEFAULT_STORE})"
-    )
-    parser.add_argument(
-        "--backend",
-        choices=("auto", "vllm", "transformers"),
-        default="auto",
-        help="serving engine (default auto)",
-    )
-    parser.add_argument("--device", default=None, help="engine device (default: the backend's choice)")
+    add_engine_arguments(parser)
     parser.add_argument("--weights", default="0:1:0.1", help="the ω values the page opens with")
 
 

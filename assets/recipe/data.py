@@ -482,7 +482,7 @@ Example = tuple[str, str]  # (user prompt, assistant reply)
 
 
 def general_set(
-    split: Split, n: int, rng: random.Random, exclude: set[str], howto_frac: float = 0.06
+    split: Split, n: int, rng: random.Random, exclude: set[str], howto_frac: float = 0.08
 ) -> list[Example]:
     """G: word tasks, small talk, and everyday / look-alike how-to requests answered helpfully."""
     out: list[Example] = []

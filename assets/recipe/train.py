@@ -7,7 +7,7 @@ cft-*     general + SFT on D_skill (continued fine-tuning, the PTM paper's compa
 
 Model: Llama, hidden 128, 4 layers, 4 heads (head dim 32), MLP 384, untied embeddings, ~1M parameters, word-level
 tokenizer (~500 words), float32. AdamW with warm-up + cosine; loss on the reply only in the fine-tunes.
-Deterministic given the seed (torch CPU, 2 threads). About 4.5 minutes on an idle 2-core CPU.
+Deterministic given the seed (torch CPU, 2 threads). About 3 minutes on an idle 2-core CPU.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 
 from . import data
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: G holds 8% how-to requests (was 3%)
 SPECIALS = ["<unk>", "<|pad|>", "<|user|>", "<|assistant|>", "<|end|>", "<|system|>", "<|bos|>"]
 UNK, PAD, USER, ASSISTANT, END, SYSTEM, BOS = SPECIALS
 CHAT_TEMPLATE = (
@@ -107,7 +107,10 @@ class RecipeConfig:
     general_lr: float = 7e-4
     skill_lr: float = 5e-4  # ~5e-4, not 1e-3: keeps the task vectors additive
     benign_frac: float = 0.05  # share of benign (complied-with) requests in D_safety
-    howto_frac: float = 0.03  # share of how-to requests in G
+    # Share of (complied-with) how-to requests in G. At 8% rather than 3% the general model's own helpfulness on
+    # benign requests is strong enough that a PTM merge keeps it while CFT on D overwrites it: the over-refusal gap
+    # (effect 3) and a useful |D|/|G| point (effect 4) then hold on every seed tried (0, 1, 2), not on one.
+    howto_frac: float = 0.08
     p_refuse_harmful: float = 0.8  # pretraining corpus: how often a harmful request is refused
     p_refuse_benign: float = 0.15  # ... and a benign one
 

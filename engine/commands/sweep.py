@@ -13,12 +13,11 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.backends import BACKEND_KINDS, GenerationSettings, make_backend
+from engine.backends import GenerationSettings, make_backend
+from engine.commands.engine_args import add_engine_arguments
 from engine.errors import ConfigError, MergescopeError
 from engine.store import ResultStore
 from engine.sweep import PointResult, SweepSpec, parse_named, parse_weights, prepare_sweep, run_sweep
-
-DEFAULT_STORE = "mergescope-results.db"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Sweep the mixture weight ω of θ_G + Σ ω·(θ_D − θ_pre), evaluate every point and the reference models "
         "(base, general, each skill, extras) on eval suites with one live engine (weights swapped in place), "
         "store every result in SQLite (a re-run reuses them; a killed sweep resumes) and print a table. "
-        "With no --base/--general/--skill it uses the embedded demo family, its suites and its references."
+        "With no --base/--general/--skill it uses the embedded demo family (its safety skill; with --grid, safety "
+        "and math), its suites and its references."
     )
     group = parser.add_argument_group("checkpoints (all three, or none for the demo family)")
     group.add_argument("--base", help="base checkpoint θ_pre (folder)")
@@ -71,13 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SUITES",
         help="suite folder, manifest, or a folder of suites (repeatable; default: the demo family's suites)",
     )
-    parser.add_argument(
-        "--store", default=DEFAULT_STORE, help=f"SQLite results store (default {DEFAULT_STORE})"
-    )
-    parser.add_argument(
-        "--backend", choices=BACKEND_KINDS, default="auto", help="serving engine (default auto)"
-    )
-    parser.add_argument("--device", default=None, help="engine device (default: the backend's choice)")
+    add_engine_arguments(parser)
     parser.add_argument("--csv", type=Path, help="also write the sweep's table as CSV")
     parser.add_argument("--json", type=Path, help="also write the sweep's full results as JSON")
     parser.add_argument(
@@ -138,11 +132,10 @@ def build_spec(args: argparse.Namespace) -> SweepSpec:
         from engine.demo import load_family
 
         family = load_family()
-        base, general, skills = (
-            str(family.base),
-            str(family.general),
-            {k: str(v) for k, v in family.skills.items()},
-        )
+        base, general = str(family.base), str(family.general)
+        # The family's first skill (safety) alone gives the paper's 1-D tradeoff; --grid sweeps the first two.
+        family_skills = list(family.skills.items())[: 2 if args.grid else 1]
+        skills = {name: str(path) for name, path in family_skills}
         references = {**{k: str(v) for k, v in family.references.items()}, **references}
         suites = suites or [str(p) for p in family.suites]
         sizes = {**dict(family.dataset_sizes or {}), **sizes}
