@@ -206,8 +206,10 @@ def test_demo_sweep_with_vllm_defaults(capsys, demo_family, tmp_path):
     code, out, err = _run(capsys, "--weights", "0,0.5", "--backend", "vllm", "--store", tmp_path / "r.db")
     assert code == 0, err
     assert "vllm backend ready" in err
-    rows = [line.split()[0] for line in out.splitlines()[2:] if line.split()[1:2] in (["reference"], ["variant"])]
+    # a row: label [*] kind scores... (the * marks the |D|/|G| point)
+    rows = [line.split()[0] for line in out.splitlines()[2:] if {"reference", "variant"} & set(line.split()[1:3])]
     assert rows[:2] == ["general", "base"]
     first_skill = next(iter(demo_family.skills))
     assert {f"skill:{first_skill}"} | set(demo_family.references) <= set(rows)
     assert len([r for r in rows if r.startswith("ω=")]) == 2  # the safety skill alone (no --grid)
+    assert f"heuristic ω = |D|/|G|: {first_skill} 0.500" in out  # the family's |D_safety|/|G| = 8000/16000

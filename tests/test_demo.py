@@ -256,3 +256,4 @@ def test_recipe_regenerates_a_family_that_shows_the_effects(tmp_path):
     assert checks["effect1"], checks
     assert checks["effect2"], checks
     assert checks["effect3"], checks
+    assert checks["effect4"], checks
