@@ -1,11 +1,11 @@
 """Merge benchmark: mergescope vs mergekit vs the machine's streaming limit, wall time and peak RSS.
 
-    .venv/bin/python bench/merge_bench.py [--size-gb 1.5] [--work DIR] [--device cpu|cuda]
+    .venv/bin/python bench/merge_bench.py [--size-gb 1.5] [--work DIR] [--device cpu|cuda] [--methods ...]
 
 Builds (once, cached in --work) a synthetic Llama-shaped family: a base and two fine-tunes, float32, sharded
 with an index, each about --size-gb. Then, in one run, each as a separate process (whole-process wall time,
 imports included; peak RSS from the kernel's rusage of that process):
-  - mergescope task_arithmetic and ties (`mergescope merge`),
+  - mergescope task_arithmetic and ties (`mergescope merge`; `--methods` adds breadcrumbs),
   - mergekit's same YAML (`mergekit-yaml` from this venv, else from a venv the bench makes in --work),
   - the streaming limit: read the three inputs and write one output of the same size with plain file I/O.
 Page cache: the inputs are read right before each measured run (warm-up) and fit in RAM, so every run starts
@@ -50,7 +50,11 @@ CONFIGS = {
     "ties": "merge_method: ties\nbase_model: {base}\nmodels:\n"
     "  - {{model: {a}, parameters: {{weight: 1.0, density: 0.5}}}}\n"
     "  - {{model: {b}, parameters: {{weight: 0.3, density: 0.5}}}}\n",
+    "breadcrumbs": "merge_method: breadcrumbs\nbase_model: {base}\nmodels:\n"
+    "  - {{model: {a}, parameters: {{weight: 1.0, density: 0.5, gamma: 0.01}}}}\n"
+    "  - {{model: {b}, parameters: {{weight: 0.3, density: 0.5, gamma: 0.01}}}}\n",
 }
+DEFAULT_METHODS = "task_arithmetic,ties"
 
 
 def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
@@ -117,7 +121,14 @@ def main() -> int:
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "mergescope-bench"))
     parser.add_argument("--device", default="cpu", help="mergescope's --device (cuda when there is a GPU)")
     parser.add_argument("--skip-mergekit", action="store_true")
+    parser.add_argument(
+        "--methods", default=DEFAULT_METHODS, help=f"comma list of {', '.join(CONFIGS)} (default {DEFAULT_METHODS})"
+    )
     args = parser.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in CONFIGS]
+    if unknown:
+        parser.error(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     family = build_family(work, args.size_gb)
@@ -153,7 +164,8 @@ def main() -> int:
     mergescope = str(Path(sys.executable).parent / "mergescope")
     mergekit = None if args.skip_mergekit else find_mergekit(work)
     results: dict[str, dict[str, float]] = {}
-    for method, template in CONFIGS.items():
+    for method in methods:
+        template = CONFIGS[method]
         yml = work / f"{method}.yml"
         yml.write_text(template.format(**{k: str(v) for k, v in family.items()}))
         clean()

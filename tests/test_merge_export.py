@@ -124,6 +124,10 @@ def test_in_process_stream_touches_no_disk(family, tmp_path, monkeypatch):
         "merge_method: ties\nbase_model: {base}\nmodels:\n  - {{model: {general}, parameters: {{weight: 1}}}}\n"
         "  - {{model: {skill}, parameters: {{weight: 0.6, density: [0.2, 0.7]}}}}\nparameters: {{lambda: 0.9}}\n",
         "merge_method: breadcrumbs_ties\nbase_model: {base}\nmodels:\n  - {{model: {general}, parameters: "
+        "{{weight: 1, density: 0.5}}}}\n  - {{model: {skill}, parameters: {{weight: 0.6}}}}\n",
+        "merge_method: breadcrumbs\nbase_model: {base}\nmodels:\n  - {{model: {general}, parameters: "
+        "{{weight: 1, density: 0.6, gamma: 0.05}}}}\n  - {{model: {skill}, parameters: {{weight: 0.6, density: 0.3}}}}\n",
+        "merge_method: dare_ties\nbase_model: {base}\nmodels:\n  - {{model: {general}, parameters: "
         "{{weight: 1, density: 0.5}}}}\n  - {{model: {skill}, parameters: {{weight: 0.6}}}}\n",  # whole tensors
     ],
 )
@@ -132,12 +136,12 @@ def test_chunked_merge_equals_whole_tensor_merge(family, monkeypatch, tmp_path, 
     whole = dict(merge_tensors(config))
     monkeypatch.setattr(merge_module, "CHUNK_BYTES", 1000)  # every 2-D tensor goes in several row chunks
     calls = []
-    for attr in ("chunks", "streamed"):  # elementwise chunks, or TIES' multi-pass top-k over chunks
+    for attr in ("chunks", "streamed"):  # elementwise chunks, or multi-pass rank selection over chunks
         real = getattr(merge_module._Job, attr)
         monkeypatch.setattr(merge_module._Job, attr, lambda self, *a, real=real: calls.append(self.name) or real(self, *a))
     chunked = dict(merge_tensors(config))
-    if config.merge_method == "breadcrumbs_ties":
-        assert calls == []  # outlier trimming needs a whole-tensor sort: not chunked
+    if config.merge_method == "dare_ties":
+        assert calls == []  # a random drop with the L1 rescale needs whole-tensor sums: not chunked
     else:
         assert "model.embed_tokens.weight" in calls and "model.norm.weight" not in calls
     for name, tensor in whole.items():
@@ -145,7 +149,7 @@ def test_chunked_merge_equals_whole_tensor_merge(family, monkeypatch, tmp_path, 
     # the exporter writes the chunks as they come: same tensors on disk
     calls.clear()
     written = open_checkpoint(export_merge(config, tmp_path / "out"))
-    assert ("model.embed_tokens.weight" in calls) == (config.merge_method != "breadcrumbs_ties")
+    assert ("model.embed_tokens.weight" in calls) == (config.merge_method != "dare_ties")
     for name, tensor in whole.items():
         assert torch.equal(tensor, written.get(name)), name
 

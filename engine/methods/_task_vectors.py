@@ -39,8 +39,10 @@ class TopK:
     mergekit, breaks such ties arbitrarily; with continuous weights there are none). A whole tensor is simply
     one chunk."""
 
-    def __init__(self, numel: int, density: float) -> None:
-        self.k = 0 if density <= 0 or numel == 0 else min(numel, max(1, int(density * numel)))
+    def __init__(self, numel: int, density: float | None = None, *, k: int | None = None) -> None:
+        if k is None:  # mergekit's count for a density: k = max(1, int(density·n))
+            k = 0 if density is None or density <= 0 or numel == 0 else max(1, int(density * numel))
+        self.k = max(0, min(numel, k))
         self.all = self.k >= numel
         self.high = torch.zeros(1 << 15, dtype=torch.int64)
         self.low = torch.zeros(1 << 16, dtype=torch.int64)
@@ -84,32 +86,93 @@ class TopK:
             self.ties_left -= len(ties)
         return keep.reshape(delta.shape).to(delta.dtype)
 
+    @property
+    def trivial(self) -> bool:
+        """Keeps all or nothing: no counting pass needed."""
+        return self.all or self.k == 0
+
     def select(self, delta: torch.Tensor) -> torch.Tensor:
         """All three passes over one whole tensor."""
-        if not (self.all or self.k == 0):
-            self.feed_high(delta)
-            self.settle_high()
-            self.feed_low(delta)
-            self.settle_low()
-        return self.mask(delta)
+        return select_whole(self, delta)
+
+
+class Band:
+    """Exact selection of the entries whose magnitude rank (largest first) lies in [skip, skip + k): the top
+    `skip + k` minus the top `skip`, two `TopK`s fed the same chunks. Ties at either edge are broken in index
+    order by both, so the inner selection is a subset of the outer one."""
+
+    def __init__(self, numel: int, skip: int, k: int) -> None:
+        self.outer = TopK(numel, k=skip + k)
+        self.inner = TopK(numel, k=skip)
+
+    @property
+    def trivial(self) -> bool:
+        return self.outer.trivial and self.inner.trivial
+
+    def feed_high(self, delta: torch.Tensor) -> None:
+        self.outer.feed_high(delta)
+        self.inner.feed_high(delta)
+
+    def settle_high(self) -> None:
+        for top in (self.outer, self.inner):
+            if not top.trivial:
+                top.settle_high()
+
+    def feed_low(self, delta: torch.Tensor) -> None:
+        for top in (self.outer, self.inner):
+            if not top.trivial:
+                top.feed_low(delta)
+
+    def settle_low(self) -> None:
+        for top in (self.outer, self.inner):
+            if not top.trivial:
+                top.settle_low()
+
+    def mask(self, delta: torch.Tensor) -> torch.Tensor:
+        return self.outer.mask(delta) - self.inner.mask(delta)
+
+
+Selector = TopK | Band
+
+
+def select_whole(selector: Selector, delta: torch.Tensor) -> torch.Tensor:
+    """The keep-mask of one whole tensor: the counting passes and the mask in one go."""
+    if not selector.trivial:
+        selector.feed_high(delta)
+        selector.settle_high()
+        selector.feed_low(delta)
+        selector.settle_low()
+    return selector.mask(delta)
+
+
+def largest_selector(numel: int, density: float, **_: Any) -> TopK:
+    """The `density` fraction of entries with the largest magnitude: k = max(1, int(density·n)), as in mergekit."""
+    return TopK(numel, density)
+
+
+def middle_selector(numel: int, density: float, gamma: float = 0.01, **_: Any) -> Band:
+    """Breadcrumbs: without the `gamma` fraction of largest-magnitude outliers and the smallest entries, keep
+    int(density·n) (mergekit's counts: the outliers first, and the smallest dropped are what is left over)."""
+    keep = int(density * numel)
+    skip = numel - keep - max(0, numel - keep - int(gamma * numel))
+    return Band(numel, skip, keep)
 
 
 def keep_largest(delta: torch.Tensor, density: float, **_: Any) -> torch.Tensor:
-    """Mask keeping the `density` fraction of entries with the largest magnitude: k = max(1, int(density·n)),
-    as in mergekit."""
-    return TopK(delta.numel(), density).select(delta)
+    """TIES: mask keeping the top-`density` entries by magnitude."""
+    return select_whole(largest_selector(delta.numel(), density), delta)
 
 
 def keep_middle(delta: torch.Tensor, density: float, gamma: float = 0.01, **_: Any) -> torch.Tensor:
     """Breadcrumbs: drop the `gamma` fraction of largest-magnitude outliers, then the smallest, keeping `density`."""
-    n = delta.numel()
-    target = int(density * n)
-    n_top = int(gamma * n)
-    n_bottom = max(0, n - target - n_top)
-    order = torch.sort(delta.abs().reshape(-1).float(), descending=False).indices
-    mask = torch.zeros(n, dtype=delta.dtype, device=delta.device)
-    mask[order[n_bottom : n_bottom + target]] = 1
-    return mask.reshape_as(delta)
+    return select_whole(middle_selector(delta.numel(), density, gamma), delta)
+
+
+# The sparsifiers that select by magnitude rank, and so can run over row chunks in counting passes.
+RANK_SELECTORS: dict[Callable[..., torch.Tensor], Callable[..., Selector]] = {
+    keep_largest: largest_selector,
+    keep_middle: middle_selector,
+}
 
 
 def keep_random(delta: torch.Tensor, density: float, generator: torch.Generator | None = None, **_: Any):
@@ -219,10 +282,10 @@ def combine(base: torch.Tensor, deltas: torch.Tensor, weights: list[float], para
 
 
 def streamable(model_params: list[dict[str, Any]], params: dict[str, Any], sparsifier: Sparsifier | None) -> bool:
-    """Whether `stream_merge` applies: magnitude top-k (or no) sparsification without the L1 rescale, which
-    needs whole-tensor sums after the drop."""
+    """Whether `stream_merge` applies: rank-based (TIES top-k, breadcrumbs band) or no sparsification, without
+    the L1 rescale, which needs whole-tensor sums after the drop."""
     sparse = any(float(p.get("density", 1.0)) < 1 for p in model_params)
-    return not sparse or (sparsifier is keep_largest and not params.get("rescale"))
+    return not sparse or (sparsifier in RANK_SELECTORS and not params.get("rescale"))
 
 
 def stream_merge(
@@ -231,14 +294,19 @@ def stream_merge(
     model_params: list[dict[str, Any]],
     params: dict[str, Any],
     *,
+    sparsifier: Sparsifier | None,
     consensus: bool,
 ) -> Iterator[torch.Tensor]:
-    """TIES-style merge of one large tensor in row chunks, in bounded memory: two counting passes over the
-    chunks find each model's exact top-k magnitude threshold (`TopK`), a third merges chunk by chunk.
-    `read_chunks()` starts a new pass over (base chunk, [model chunks])."""
-    densities = [float(p.get("density", 1.0)) for p in model_params]
-    selectors = [TopK(numel, d) if d < 1 else None for d in densities]
-    active = [s for s in selectors if s is not None and not (s.all or s.k == 0)]
+    """TIES- or breadcrumbs-style merge of one large tensor in row chunks, in bounded memory: two counting
+    passes over the chunks find each model's exact magnitude thresholds (`TopK`, `Band`), a third merges chunk
+    by chunk. `read_chunks()` starts a new pass over (base chunk, [model chunks])."""
+    make = RANK_SELECTORS.get(sparsifier) if sparsifier is not None else None
+    selectors: list[Selector | None] = []
+    for p in model_params:
+        density = float(p.get("density", 1.0))
+        extras = {k: float(p[k]) for k in ("gamma",) if k in p}
+        selectors.append(make(numel, density, **extras) if make is not None and density < 1 else None)
+    active = [s for s in selectors if s is not None and not s.trivial]
     for feed, settle in (("feed_high", "settle_high"), ("feed_low", "settle_low")):
         if not active:
             break
@@ -278,6 +346,6 @@ def task_vector_method(
         # Without sparsification (every density 1) the rest, sign election included, is per element.
         elementwise=lambda mp, p: all(float(m.get("density", 1.0)) >= 1 for m in mp),
         linear=lambda mp, p: not consensus and all(float(m.get("density", 1.0)) >= 1 for m in mp),
-        stream=partial(stream_merge, consensus=consensus),
+        stream=partial(stream_merge, sparsifier=sparsifier, consensus=consensus),
         streamable=lambda mp, p: streamable(mp, p, sparsifier),
     )
