@@ -173,7 +173,8 @@ class _Job:
         return self.combine(self.load())
 
     def streamed(self, rows: int, rows_per: int, numel: int, done: Callable[[], None]) -> Iterator[torch.Tensor]:
-        """The method's multi-pass chunked form (TIES top-k): each pass re-reads the inputs chunk by chunk."""
+        """The method's multi-pass chunked form (rank selection, random drop with the L1 rescale): each pass
+        re-reads the inputs chunk by chunk."""
         ckpts = [self.base, *self.inputs]
         buffers = [torch.empty(rows_per * c.info(self.name).nbytes // rows, dtype=torch.uint8) for c in ckpts]
 
@@ -184,7 +185,8 @@ class _Job:
                 yield base, tensors
 
         try:
-            for chunk in self.method.stream(read_chunks, numel, self.model_params, self.params):
+            stream = self.method.stream(read_chunks, numel, self.model_params, self.params, generator=self.generator)
+            for chunk in stream:
                 yield chunk.to(self.target)
         except MergescopeError:
             raise
@@ -269,7 +271,10 @@ def _merge_stream(
         rows_per = max(1, CHUNK_BYTES // max(row_bytes, 1))
         if big and method.elementwise(model_params, params):
             yield name, RowChunks(info.shape, job.target, job.chunks(rows, rows_per, done))
-        elif big and base is not None and method.stream and method.streamable(model_params, params):
+        # Streamed forms work on whole rows (DELLA ranks within a row): 2-D tensors and up only.
+        elif big and len(info.shape) >= 2 and base is not None and method.stream and method.streamable(
+            model_params, params
+        ):
             numel = info.nbytes // info.dtype.itemsize
             yield name, RowChunks(info.shape, job.target, job.streamed(rows, rows_per, numel, done))
         else:

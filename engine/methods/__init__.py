@@ -33,9 +33,9 @@ class MergeMethod:
     # Whether the output is a linear combination of the inputs (so a NaN/Inf in any input reaches the output and
     # checking the output alone detects it); sign election or sparsification can drop a NaN, so not those.
     linear: Callable[[list[dict[str, Any]], dict[str, Any]], bool] = field(default=lambda mp, p: False)
-    # Optional multi-pass row-chunk form for methods with whole-tensor statistics (TIES' top-k):
-    # stream(read_chunks, numel, model_params, params) -> iterator of output row chunks, where read_chunks()
-    # starts a new pass over (base chunk, [model chunks]); used when streamable(model_params, params).
+    # Optional multi-pass row-chunk form for methods with whole-tensor statistics (top-k, L1 rescale):
+    # stream(read_chunks, numel, model_params, params, generator=None) -> iterator of output row chunks, where
+    # read_chunks() starts a new pass over (base chunk, [model chunks]); used when streamable(model_params, params).
     stream: Callable[..., Any] | None = None
     streamable: Callable[[list[dict[str, Any]], dict[str, Any]], bool] = field(default=lambda mp, p: False)
 

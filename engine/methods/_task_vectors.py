@@ -176,9 +176,9 @@ RANK_SELECTORS: dict[Callable[..., torch.Tensor], Callable[..., Selector]] = {
 
 
 def keep_random(delta: torch.Tensor, density: float, generator: torch.Generator | None = None, **_: Any):
-    """DARE: keep each entry independently with probability `density`."""
-    probs = torch.full_like(delta, density, dtype=torch.float32)
-    return torch.bernoulli(probs, generator=generator).to(delta.dtype)
+    """DARE: keep each entry independently with probability `density`. (uniform < p: the same law as a Bernoulli
+    draw, ~4x faster on the CPU.)"""
+    return (torch.rand(delta.shape, generator=generator, device=delta.device) < density).to(delta.dtype)
 
 
 def keep_ranked(
@@ -200,7 +200,12 @@ def keep_ranked(
     hi = ranks.max(dim=1, keepdim=True).values
     position = ((ranks - lo) / (hi - lo)).clamp(0, 1)
     probs = (density - epsilon) + position * 2 * epsilon
-    return torch.bernoulli(probs, generator=generator).to(delta.dtype).reshape(delta.shape)
+    keep = torch.rand(probs.shape, generator=generator, device=probs.device) < probs
+    return keep.to(delta.dtype).reshape(delta.shape)
+
+
+# Random drops: independent per entry (DARE) or per row (DELLA), so row chunks can draw their own masks.
+RANDOM_SPARSIFIERS = (keep_random, keep_ranked)
 
 
 def sign_consensus(weighted: torch.Tensor) -> torch.Tensor:
@@ -282,10 +287,12 @@ def combine(base: torch.Tensor, deltas: torch.Tensor, weights: list[float], para
 
 
 def streamable(model_params: list[dict[str, Any]], params: dict[str, Any], sparsifier: Sparsifier | None) -> bool:
-    """Whether `stream_merge` applies: rank-based (TIES top-k, breadcrumbs band) or no sparsification, without
-    the L1 rescale, which needs whole-tensor sums after the drop."""
+    """Whether `stream_merge` applies: no sparsification, a random drop (DARE per entry, DELLA per row: a row
+    chunk holds whole rows), or a rank-based one (TIES top-k, breadcrumbs band) without the L1 rescale."""
     sparse = any(float(p.get("density", 1.0)) < 1 for p in model_params)
-    return not sparse or (sparsifier in RANK_SELECTORS and not params.get("rescale"))
+    if not sparse or sparsifier in RANDOM_SPARSIFIERS:
+        return True
+    return sparsifier in RANK_SELECTORS and not params.get("rescale")
 
 
 def stream_merge(
@@ -296,10 +303,17 @@ def stream_merge(
     *,
     sparsifier: Sparsifier | None,
     consensus: bool,
+    generator: torch.Generator | None = None,
 ) -> Iterator[torch.Tensor]:
-    """TIES- or breadcrumbs-style merge of one large tensor in row chunks, in bounded memory: two counting
-    passes over the chunks find each model's exact magnitude thresholds (`TopK`, `Band`), a third merges chunk
-    by chunk. `read_chunks()` starts a new pass over (base chunk, [model chunks])."""
+    """Merge of one large tensor in row chunks, in bounded memory. `read_chunks()` starts a new pass over
+    (base chunk, [model chunks]). TIES and breadcrumbs: two counting passes over the chunks find each model's
+    exact magnitude thresholds (`TopK`, `Band`), a third merges chunk by chunk. DARE and DELLA: see
+    `stream_random_drop`."""
+    if sparsifier in RANDOM_SPARSIFIERS:
+        yield from stream_random_drop(
+            read_chunks, model_params, params, sparsifier=sparsifier, consensus=consensus, generator=generator
+        )
+        return
     make = RANK_SELECTORS.get(sparsifier) if sparsifier is not None else None
     selectors: list[Selector | None] = []
     for p in model_params:
@@ -323,6 +337,51 @@ def stream_merge(
             torch.sub(tensor, base, out=deltas[i])
             if selector is not None:
                 deltas[i].mul_(selector.mask(deltas[i]))
+        yield combine(base, deltas, weights, params, consensus)
+
+
+def stream_random_drop(
+    read_chunks: Callable[[], Iterator[tuple[torch.Tensor, list[torch.Tensor]]]],
+    model_params: list[dict[str, Any]],
+    params: dict[str, Any],
+    *,
+    sparsifier: Sparsifier,
+    consensus: bool,
+    generator: torch.Generator | None,
+) -> Iterator[torch.Tensor]:
+    """DARE/DELLA over row chunks. With the L1 rescale, a first pass draws every chunk's masks and sums |delta|
+    before and after the drop over the whole tensor; the generator is then rewound, so the merging pass draws
+    the very same masks and scales each model's kept deltas by one whole-tensor factor (as `rescale_l1` does)."""
+    rescale = bool(params.get("rescale"))
+    densities = [float(p.get("density", 1.0)) for p in model_params]
+    extras = [{k: float(p[k]) for k in ("gamma", "epsilon") if k in p} for p in model_params]
+
+    def masked_deltas(base: torch.Tensor, tensors: list[torch.Tensor]) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+        for i, tensor in enumerate(tensors):
+            delta = tensor - base
+            keep = None
+            if densities[i] < 1:  # mergekit leaves a density-1 delta untouched
+                keep = sparsifier(delta, densities[i], generator=generator, **extras[i])
+            yield i, delta, keep
+
+    factors = [1.0] * len(model_params)
+    start = generator.get_state() if generator is not None else None
+    if rescale:
+        before = [0.0] * len(model_params)
+        after = [0.0] * len(model_params)
+        for base, tensors in read_chunks():
+            for i, delta, keep in masked_deltas(base, tensors):
+                if keep is not None:
+                    before[i] += float(delta.abs().sum(dtype=torch.float64))
+                    after[i] += float((delta * keep).abs().sum(dtype=torch.float64))
+        factors = [b / a if b >= 1e-7 and a >= 1e-7 else 1.0 for b, a in zip(before, after, strict=True)]
+        if generator is not None:
+            generator.set_state(start)
+    weights = [float(p["weight"]) for p in model_params]
+    for base, tensors in read_chunks():
+        deltas = torch.empty((len(tensors), *base.shape), dtype=base.dtype, device=base.device)
+        for i, delta, keep in masked_deltas(base, tensors):
+            deltas[i] = delta if keep is None else delta * keep * factors[i]
         yield combine(base, deltas, weights, params, consensus)
 
 
