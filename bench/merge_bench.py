@@ -5,7 +5,7 @@
 Builds (once, cached in --work) a synthetic Llama-shaped family: a base and two fine-tunes, float32, sharded
 with an index, each about --size-gb. Then, in one run, each as a separate process (whole-process wall time,
 imports included; peak RSS from the kernel's rusage of that process):
-  - mergescope task_arithmetic and ties (`mergescope merge`; `--methods` adds breadcrumbs, dare_ties),
+  - mergescope task_arithmetic and ties (`mergescope merge`; `--methods` adds breadcrumbs, dare_ties, slerp),
   - mergekit's same YAML (`mergekit-yaml` from this venv, else from a venv the bench makes in --work),
   - the streaming limit: read the three inputs and write one output of the same size with plain file I/O.
 Page cache: the inputs are read right before each measured run (warm-up) and fit in RAM, so every run starts
@@ -56,6 +56,7 @@ CONFIGS = {
     "dare_ties": "merge_method: dare_ties\nbase_model: {base}\nmodels:\n"
     "  - {{model: {a}, parameters: {{weight: 1.0, density: 0.5}}}}\n"
     "  - {{model: {b}, parameters: {{weight: 0.3, density: 0.5}}}}\n",
+    "slerp": "merge_method: slerp\nbase_model: {base}\nmodels:\n  - {{model: {a}}}\nparameters: {{t: 0.4}}\n",
 }
 DEFAULT_METHODS = "task_arithmetic,ties"
 

@@ -129,9 +129,12 @@ parameters: {filter_wise: true}
 """,
 }
 
-# The same configs again with tiny row chunks: the streamed forms (elementwise chunks, TIES' chunked top-k) must
-# give mergekit's tensors too.
-STREAMED = ("task_arithmetic", "ties", "linear")
+# The same configs again with tiny row chunks: the streamed forms (elementwise chunks, chunked top-k and band
+# selection, two-pass slerp and Model Stock) must give mergekit's tensors too.
+STREAMED = (
+    "task_arithmetic", "ties", "linear", "breadcrumbs", "breadcrumbs_rescaled", "slerp", "model_stock",
+    "model_stock_filter_wise",
+)  # fmt: skip
 DETERMINISTIC.update({f"{name}_streamed": DETERMINISTIC[name] for name in STREAMED})
 
 # Random methods: one fine-tune, so the output's delta is the kept (and rescaled) part of the model's delta.
@@ -145,6 +148,8 @@ RANDOM = {
     "della_linear": ("merge_method: della_linear\nbase_model: BASE\nmodels:\n  - {model: A, parameters: "
                      "{weight: 0.7, density: 0.4, epsilon: 0.1}}\n", 0.4, 0.1),
 }  # fmt: skip
+# ... and with tiny row chunks: masks drawn chunk by chunk, the L1 rescale over the whole tensor.
+RANDOM.update({f"{name}_streamed": RANDOM[name] for name in ("dare_ties", "della")})
 
 MERGEKIT_SCRIPT = """
 import json, sys, yaml
@@ -260,6 +265,6 @@ def test_random_methods_match_mergekit_statistically(outputs, case):
         assert abs((top - bottom) - epsilon) < 0.03 + 4 * tol, f"{who}: top {top:.3f} bottom {bottom:.3f}"
         # rescale=true (all four methods' default) restores each tensor's L1 norm exactly, times the weight
         # (dare_ties/della_linear/dare_linear do not normalize; della normalizes by the one weight).
-        expected = 1.0 if case == "della" else weight
+        expected = 1.0 if config.merge_method == "della" else weight
         assert all(abs(r - expected) < 1e-3 for r in ratios), f"{who}: L1 ratios {ratios[:4]}"
     assert abs(stats["ours"][0] - stats["mergekit"][0]) < 2 * tol

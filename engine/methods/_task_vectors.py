@@ -22,13 +22,6 @@ from engine.methods import REQUIRED, MergeMethod
 Sparsifier = Callable[..., torch.Tensor]
 
 
-def rescale_l1(delta: torch.Tensor, masked: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    before, after = delta.abs().sum(), masked.abs().sum()
-    if before < eps or after < eps:
-        return masked
-    return masked * (before / after)
-
-
 class TopK:
     """Exact selection of the k largest |delta| entries, fed chunk by chunk, in O(n) without sorting.
 
@@ -48,7 +41,7 @@ class TopK:
         self.low = torch.zeros(1 << 16, dtype=torch.int64)
         self.bucket = -1
         self.threshold = -1
-        self.ties_left = 0
+        self.ties_left = self.ties_settled = 0
 
     @staticmethod
     def bits(delta: torch.Tensor) -> torch.Tensor:
@@ -72,7 +65,11 @@ class TopK:
         low = int((above >= self.k).nonzero().max())
         self.threshold = (self.bucket << 16) | low
         strictly_above = int(above[low + 1]) if low + 1 < len(above) else self.above_bucket
-        self.ties_left = self.k - strictly_above
+        self.ties_left = self.ties_settled = self.k - strictly_above
+
+    def rewind(self) -> None:
+        """Ready `mask` for a new pass over the same chunks (ties are kept in index order, counted per pass)."""
+        self.ties_left = self.ties_settled
 
     def mask(self, delta: torch.Tensor) -> torch.Tensor:
         """The keep-mask of the next chunk (chunks in order), shaped and typed like `delta`."""
@@ -130,6 +127,10 @@ class Band:
 
     def mask(self, delta: torch.Tensor) -> torch.Tensor:
         return self.outer.mask(delta) - self.inner.mask(delta)
+
+    def rewind(self) -> None:
+        self.outer.rewind()
+        self.inner.rewind()
 
 
 Selector = TopK | Band
@@ -245,23 +246,20 @@ def merge(
         raise ValueError("this method needs a base model")
     if not tensors:
         return base.clone()
-    weights = [float(p["weight"]) for p in model_params]
     densities = [float(p.get("density", 1.0)) for p in model_params]
     if not consensus and (sparsifier is None or all(d >= 1 for d in densities)):
+        weights = [float(p["weight"]) for p in model_params]
         lam = float(params.get("lambda", 1.0))
         return weighted_sum(base, tensors, weights, normalize=bool(params.get("normalize")), lam=lam)
-    deltas = torch.empty((len(tensors), *base.shape), dtype=base.dtype, device=base.device)
-    for i, (tensor, p, density) in enumerate(zip(tensors, model_params, densities, strict=True)):
-        delta = deltas[i]
-        torch.sub(tensor, base, out=delta)
-        if sparsifier is not None and density < 1:  # mergekit leaves a density-1 delta untouched
-            extras = {k: float(p[k]) for k in ("gamma", "epsilon") if k in p}
-            mask = sparsifier(delta, density, generator=generator, **extras)
-            if params.get("rescale"):
-                delta.copy_(rescale_l1(delta, delta * mask))
-            else:
-                delta.mul_(mask)
-    return combine(base, deltas, weights, params, consensus)
+
+    def one_chunk() -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+        yield base, tensors
+
+    # A whole tensor is the one-chunk case of the streamed form: one implementation for both.
+    stream = stream_merge(
+        one_chunk, base.numel(), model_params, params, sparsifier=sparsifier, consensus=consensus, generator=generator
+    )
+    return next(stream)
 
 
 def combine(base: torch.Tensor, deltas: torch.Tensor, weights: list[float], params: dict[str, Any],
@@ -287,12 +285,10 @@ def combine(base: torch.Tensor, deltas: torch.Tensor, weights: list[float], para
 
 
 def streamable(model_params: list[dict[str, Any]], params: dict[str, Any], sparsifier: Sparsifier | None) -> bool:
-    """Whether `stream_merge` applies: no sparsification, a random drop (DARE per entry, DELLA per row: a row
-    chunk holds whole rows), or a rank-based one (TIES top-k, breadcrumbs band) without the L1 rescale."""
+    """Whether `stream_merge` applies: no sparsification, a rank-based one (TIES top-k, breadcrumbs band), or a
+    random drop (DARE per entry, DELLA per row: a row chunk holds whole rows) -- that is, every task-vector method."""
     sparse = any(float(p.get("density", 1.0)) < 1 for p in model_params)
-    if not sparse or sparsifier in RANDOM_SPARSIFIERS:
-        return True
-    return sparsifier in RANK_SELECTORS and not params.get("rescale")
+    return not sparse or sparsifier in RANK_SELECTORS or sparsifier in RANDOM_SPARSIFIERS
 
 
 def stream_merge(
@@ -305,84 +301,76 @@ def stream_merge(
     consensus: bool,
     generator: torch.Generator | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Merge of one large tensor in row chunks, in bounded memory. `read_chunks()` starts a new pass over
-    (base chunk, [model chunks]). TIES and breadcrumbs: two counting passes over the chunks find each model's
-    exact magnitude thresholds (`TopK`, `Band`), a third merges chunk by chunk. DARE and DELLA: see
-    `stream_random_drop`."""
+    """A task-vector merge of one large tensor in row chunks, in bounded memory; `read_chunks()` starts a new pass
+    over (base chunk, [model chunks]).
+      - rank selection (TIES, breadcrumbs): two counting passes find each model's exact magnitude thresholds
+        (`TopK`, `Band`);
+      - with the L1 rescale: one pass draws every chunk's masks and sums |delta| before and after the drop over the
+        whole tensor; the masks are then rewound (random ones by resetting the generator), so the merging pass
+        draws the very same masks and scales each model's kept deltas by one whole-tensor factor;
+      - the merging pass, chunk by chunk."""
+    densities = [float(p.get("density", 1.0)) for p in model_params]
+    extras = [{k: float(p[k]) for k in ("gamma", "epsilon") if k in p} for p in model_params]
+    sparse = [sparsifier is not None and d < 1 for d in densities]  # mergekit leaves a density-1 delta untouched
     if sparsifier in RANDOM_SPARSIFIERS:
-        yield from stream_random_drop(
-            read_chunks, model_params, params, sparsifier=sparsifier, consensus=consensus, generator=generator
-        )
-        return
-    make = RANK_SELECTORS.get(sparsifier) if sparsifier is not None else None
-    selectors: list[Selector | None] = []
-    for p in model_params:
-        density = float(p.get("density", 1.0))
-        extras = {k: float(p[k]) for k in ("gamma",) if k in p}
-        selectors.append(make(numel, density, **extras) if make is not None and density < 1 else None)
+        start = generator.get_state() if generator is not None else None
+
+        def keep_mask(i: int, delta: torch.Tensor) -> torch.Tensor:
+            return sparsifier(delta, densities[i], generator=generator, **extras[i])
+
+        def rewind() -> None:
+            if generator is not None:
+                generator.set_state(start)
+    else:
+        make = RANK_SELECTORS.get(sparsifier)
+        selectors = [make(numel, d, **x) if make and on else None for d, x, on in zip(densities, extras, sparse, strict=True)]
+        _count(read_chunks, selectors)
+
+        def keep_mask(i: int, delta: torch.Tensor) -> torch.Tensor:
+            return selectors[i].mask(delta)
+
+        def rewind() -> None:
+            for selector in selectors:
+                if selector is not None:
+                    selector.rewind()
+
+    factors = [1.0] * len(model_params)
+    if params.get("rescale") and any(sparse):
+        before, after = [0.0] * len(factors), [0.0] * len(factors)
+        for base, tensors in read_chunks():
+            for i, tensor in enumerate(tensors):
+                if sparse[i]:
+                    delta = tensor - base
+                    before[i] += float(delta.abs().sum(dtype=torch.float64))
+                    after[i] += float((delta * keep_mask(i, delta)).abs().sum(dtype=torch.float64))
+        factors = [b / a if b >= 1e-7 and a >= 1e-7 else 1.0 for b, a in zip(before, after, strict=True)]
+        rewind()
+    weights = [float(p["weight"]) for p in model_params]
+    for base, tensors in read_chunks():
+        deltas = torch.empty((len(tensors), *base.shape), dtype=base.dtype, device=base.device)
+        for i, tensor in enumerate(tensors):
+            torch.sub(tensor, base, out=deltas[i])
+            if sparse[i]:
+                deltas[i].mul_(keep_mask(i, deltas[i]))
+                if factors[i] != 1.0:
+                    deltas[i].mul_(factors[i])
+        yield combine(base, deltas, weights, params, consensus)
+
+
+def _count(
+    read_chunks: Callable[[], Iterator[tuple[torch.Tensor, list[torch.Tensor]]]], selectors: list[Selector | None]
+) -> None:
+    """The two counting passes that settle each rank selector's thresholds."""
     active = [s for s in selectors if s is not None and not s.trivial]
     for feed, settle in (("feed_high", "settle_high"), ("feed_low", "settle_low")):
         if not active:
-            break
+            return
         for base, tensors in read_chunks():
             for selector, tensor in zip(selectors, tensors, strict=True):
                 if selector in active:
                     getattr(selector, feed)(tensor - base)
         for selector in active:
             getattr(selector, settle)()
-    weights = [float(p["weight"]) for p in model_params]
-    for base, tensors in read_chunks():
-        deltas = torch.empty((len(tensors), *base.shape), dtype=base.dtype, device=base.device)
-        for i, (tensor, selector) in enumerate(zip(tensors, selectors, strict=True)):
-            torch.sub(tensor, base, out=deltas[i])
-            if selector is not None:
-                deltas[i].mul_(selector.mask(deltas[i]))
-        yield combine(base, deltas, weights, params, consensus)
-
-
-def stream_random_drop(
-    read_chunks: Callable[[], Iterator[tuple[torch.Tensor, list[torch.Tensor]]]],
-    model_params: list[dict[str, Any]],
-    params: dict[str, Any],
-    *,
-    sparsifier: Sparsifier,
-    consensus: bool,
-    generator: torch.Generator | None,
-) -> Iterator[torch.Tensor]:
-    """DARE/DELLA over row chunks. With the L1 rescale, a first pass draws every chunk's masks and sums |delta|
-    before and after the drop over the whole tensor; the generator is then rewound, so the merging pass draws
-    the very same masks and scales each model's kept deltas by one whole-tensor factor (as `rescale_l1` does)."""
-    rescale = bool(params.get("rescale"))
-    densities = [float(p.get("density", 1.0)) for p in model_params]
-    extras = [{k: float(p[k]) for k in ("gamma", "epsilon") if k in p} for p in model_params]
-
-    def masked_deltas(base: torch.Tensor, tensors: list[torch.Tensor]) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
-        for i, tensor in enumerate(tensors):
-            delta = tensor - base
-            keep = None
-            if densities[i] < 1:  # mergekit leaves a density-1 delta untouched
-                keep = sparsifier(delta, densities[i], generator=generator, **extras[i])
-            yield i, delta, keep
-
-    factors = [1.0] * len(model_params)
-    start = generator.get_state() if generator is not None else None
-    if rescale:
-        before = [0.0] * len(model_params)
-        after = [0.0] * len(model_params)
-        for base, tensors in read_chunks():
-            for i, delta, keep in masked_deltas(base, tensors):
-                if keep is not None:
-                    before[i] += float(delta.abs().sum(dtype=torch.float64))
-                    after[i] += float((delta * keep).abs().sum(dtype=torch.float64))
-        factors = [b / a if b >= 1e-7 and a >= 1e-7 else 1.0 for b, a in zip(before, after, strict=True)]
-        if generator is not None:
-            generator.set_state(start)
-    weights = [float(p["weight"]) for p in model_params]
-    for base, tensors in read_chunks():
-        deltas = torch.empty((len(tensors), *base.shape), dtype=base.dtype, device=base.device)
-        for i, delta, keep in masked_deltas(base, tensors):
-            deltas[i] = delta if keep is None else delta * keep * factors[i]
-        yield combine(base, deltas, weights, params, consensus)
 
 
 def task_vector_method(
