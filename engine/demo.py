@@ -14,6 +14,7 @@ Folder entries are relative to `root` (absolute paths are kept as they are).
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from collections.abc import Mapping
@@ -117,11 +118,19 @@ def load_family(root: str | Path = DEMO_DIR) -> Family:
     )
 
 
-def recipe() -> ModuleType:
-    """The training recipe module (`assets/recipe/train.py`): `build_family(out_dir, seed)` and friends."""
+def _recipe_module(name: str) -> ModuleType:
+    # assets/ is data beside the package, not an installed module: put the repo root on the path to import it.
     root = str(REPO_ROOT)
     if root not in sys.path:
         sys.path.insert(0, root)
-    from assets.recipe import train
+    return importlib.import_module(f"assets.recipe.{name}")
 
-    return train
+
+def recipe() -> ModuleType:
+    """The training recipe module (`assets/recipe/train.py`): `build_family(out_dir, seed)` and friends."""
+    return _recipe_module("train")
+
+
+def recipe_verify() -> ModuleType:
+    """The recipe's checker (`assets/recipe/verify.py`): `sweep_family(root)`, `check_effects(result)`."""
+    return _recipe_module("verify")

@@ -232,6 +232,26 @@ def _subsuite(suite, n: int):
 
 
 # --- vLLM agrees with transformers -----------------------------------------------------------------------------------
+def test_shipped_family_shows_the_four_effects(tmp_path):
+    """`mergescope demo --verify-only`, run as a user would (the console script, from another folder): the shipped
+    checkpoints, swept by the project's own merge + eval code, show effects 1-4 (the README's table is this sweep)."""
+    import subprocess
+    import sys
+
+    report = tmp_path / "verify.json"
+    script = Path(sys.executable).parent / "mergescope"
+    proc = subprocess.run(
+        [str(script), "demo", "--verify-only", "--json", str(report)], cwd=tmp_path, capture_output=True, text=True
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr[-2000:]
+    assert [line for line in out.splitlines() if line.startswith("effect")] == [
+        f"effect{i}: ok" for i in range(1, 5)
+    ]
+    checks = json.loads(report.read_text())["checks"]
+    assert checks["over_refusal_gap"] >= 0.2 and checks["general_largest_w_drop"] > 0.08
+
+
 @pytest.mark.vllm
 def test_vllm_greedy_answers_match_transformers(vllm_backend, family, suites):
     from engine.backends import GenerationSettings

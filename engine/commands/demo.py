@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.demo import DEMO_DIR, recipe
+    from engine.demo import DEMO_DIR, recipe, recipe_verify
 
     if args.verify_only:
         root = Path(args.out) if args.out else DEMO_DIR
@@ -47,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
         recipe().build_family(root, seed=args.seed)
     if not (args.verify or args.verify_only):
         return 0
-    from assets.recipe import verify  # importable: recipe() put the repo root on sys.path
-
+    verify = recipe_verify()
     res = verify.sweep_family(root)
     checks = verify.check_effects(res)
     for k, v in checks.items():
