@@ -272,9 +272,7 @@ def _merge_stream(
         if big and method.elementwise(model_params, params):
             yield name, RowChunks(info.shape, job.target, job.chunks(rows, rows_per, done))
         # Streamed forms work on whole rows (DELLA ranks within a row): 2-D tensors and up only.
-        elif big and len(info.shape) >= 2 and base is not None and method.stream and method.streamable(
-            model_params, params
-        ):
+        elif big and len(info.shape) >= 2 and base is not None and method.stream is not None:
             numel = info.nbytes // info.dtype.itemsize
             yield name, RowChunks(info.shape, job.target, job.streamed(rows, rows_per, numel, done))
         else:

@@ -9,13 +9,16 @@ No I/O here: the streaming merge (`engine.merge`) reads tensors and resolves per
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 REQUIRED = object()  # sentinel: a per-model parameter without default
+
+# A streamed form's input: each call starts a new pass over one tensor's row chunks, (base chunk, [model chunks]).
+ReadChunks = Callable[[], Iterator[tuple[torch.Tensor, list[torch.Tensor]]]]
 
 
 @dataclass(frozen=True)
@@ -33,11 +36,9 @@ class MergeMethod:
     # Whether the output is a linear combination of the inputs (so a NaN/Inf in any input reaches the output and
     # checking the output alone detects it); sign election or sparsification can drop a NaN, so not those.
     linear: Callable[[list[dict[str, Any]], dict[str, Any]], bool] = field(default=lambda mp, p: False)
-    # Optional multi-pass row-chunk form for methods with whole-tensor statistics (top-k, L1 rescale):
-    # stream(read_chunks, numel, model_params, params, generator=None) -> iterator of output row chunks, where
-    # read_chunks() starts a new pass over (base chunk, [model chunks]); used when streamable(model_params, params).
-    stream: Callable[..., Any] | None = None
-    streamable: Callable[[list[dict[str, Any]], dict[str, Any]], bool] = field(default=lambda mp, p: False)
+    # Optional multi-pass row-chunk form for methods with whole-tensor statistics (top-k, L1 rescale, angles):
+    # stream(read_chunks: ReadChunks, numel, model_params, params, generator=None) -> iterator of output row chunks.
+    stream: Callable[..., Iterator[torch.Tensor]] | None = None
 
 
 def _registry() -> dict[str, MergeMethod]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from engine.methods import REQUIRED, MergeMethod
+from engine.methods import REQUIRED, MergeMethod, ReadChunks
 
 Sparsifier = Callable[..., torch.Tensor]
 
@@ -87,10 +87,6 @@ class TopK:
     def trivial(self) -> bool:
         """Keeps all or nothing: no counting pass needed."""
         return self.all or self.k == 0
-
-    def select(self, delta: torch.Tensor) -> torch.Tensor:
-        """All three passes over one whole tensor."""
-        return select_whole(self, delta)
 
 
 class Band:
@@ -284,15 +280,8 @@ def combine(base: torch.Tensor, deltas: torch.Tensor, weights: list[float], para
     return mixed.add_(base)
 
 
-def streamable(model_params: list[dict[str, Any]], params: dict[str, Any], sparsifier: Sparsifier | None) -> bool:
-    """Whether `stream_merge` applies: no sparsification, a rank-based one (TIES top-k, breadcrumbs band), or a
-    random drop (DARE per entry, DELLA per row: a row chunk holds whole rows) -- that is, every task-vector method."""
-    sparse = any(float(p.get("density", 1.0)) < 1 for p in model_params)
-    return not sparse or sparsifier in RANK_SELECTORS or sparsifier in RANDOM_SPARSIFIERS
-
-
 def stream_merge(
-    read_chunks: Callable[[], Iterator[tuple[torch.Tensor, list[torch.Tensor]]]],
+    read_chunks: ReadChunks,
     numel: int,
     model_params: list[dict[str, Any]],
     params: dict[str, Any],
@@ -357,9 +346,7 @@ def stream_merge(
         yield combine(base, deltas, weights, params, consensus)
 
 
-def _count(
-    read_chunks: Callable[[], Iterator[tuple[torch.Tensor, list[torch.Tensor]]]], selectors: list[Selector | None]
-) -> None:
+def _count(read_chunks: ReadChunks, selectors: list[Selector | None]) -> None:
     """The two counting passes that settle each rank selector's thresholds."""
     active = [s for s in selectors if s is not None and not s.trivial]
     for feed, settle in (("feed_high", "settle_high"), ("feed_low", "settle_low")):
@@ -394,5 +381,4 @@ def task_vector_method(
         elementwise=lambda mp, p: all(float(m.get("density", 1.0)) >= 1 for m in mp),
         linear=lambda mp, p: not consensus and all(float(m.get("density", 1.0)) >= 1 for m in mp),
         stream=partial(stream_merge, sparsifier=sparsifier, consensus=consensus),
-        streamable=lambda mp, p: streamable(mp, p, sparsifier),
     )

@@ -3,12 +3,12 @@ the angle between their deltas, t = k·cosθ / (1 + (k − 1)·cosθ)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-from engine.methods import MergeMethod
+from engine.methods import MergeMethod, ReadChunks
 
 
 def ratio(cos: torch.Tensor, k: int) -> torch.Tensor:
@@ -50,7 +50,7 @@ def merge(
 
 
 def stream(
-    read_chunks: Callable[[], Iterator[tuple[torch.Tensor, list[torch.Tensor]]]],
+    read_chunks: ReadChunks,
     numel: int,
     model_params: list[dict[str, Any]],
     params: dict[str, Any],
@@ -86,5 +86,4 @@ METHOD = MergeMethod(
     model_params={},
     global_params={"filter_wise": False},
     stream=stream,
-    streamable=lambda mp, p: True,
 )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-from engine.methods import REQUIRED, MergeMethod
+from engine.methods import REQUIRED, MergeMethod, ReadChunks
 
 DOT_THRESHOLD = 0.9995  # nearly (anti)colinear: fall back to linear interpolation, as mergekit does
 EPS = 1e-8
@@ -50,7 +50,7 @@ def merge(
 
 
 def stream(
-    read_chunks: Callable[[], Iterator[tuple[torch.Tensor, list[torch.Tensor]]]],
+    read_chunks: ReadChunks,
     numel: int,
     model_params: list[dict[str, Any]],
     params: dict[str, Any],
@@ -77,5 +77,4 @@ METHOD = MergeMethod(
     model_params={},
     global_params={"t": REQUIRED},
     stream=stream,
-    streamable=lambda mp, p: True,
 )
