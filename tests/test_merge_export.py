@@ -112,6 +112,15 @@ def test_in_process_stream_touches_no_disk(family, tmp_path, monkeypatch):
     assert again[name].dtype == torch.bfloat16 and torch.allclose(again[name].float(), want, atol=1e-2)
 
 
+def _record_chunked_merges(monkeypatch) -> list[str]:
+    """Names of the tensors merged in row chunks from now on: elementwise chunks, or a method's streamed passes."""
+    calls: list[str] = []
+    for attr in ("chunks", "streamed"):
+        real = getattr(merge_module._Job, attr)
+        monkeypatch.setattr(merge_module._Job, attr, lambda self, *a, real=real: calls.append(self.name) or real(self, *a))
+    return calls
+
+
 @pytest.mark.parametrize(
     "yaml_text",
     [
@@ -142,10 +151,7 @@ def test_chunked_merge_equals_whole_tensor_merge(family, monkeypatch, tmp_path, 
     config = load_config(yaml_text.format(**{k: str(v) for k, v in family.items()}))
     whole = dict(merge_tensors(config))
     monkeypatch.setattr(merge_module, "CHUNK_BYTES", 1000)  # every 2-D tensor goes in several row chunks
-    calls = []
-    for attr in ("chunks", "streamed"):  # elementwise chunks, or multi-pass rank selection over chunks
-        real = getattr(merge_module._Job, attr)
-        monkeypatch.setattr(merge_module._Job, attr, lambda self, *a, real=real: calls.append(self.name) or real(self, *a))
+    calls = _record_chunked_merges(monkeypatch)
     chunked = dict(merge_tensors(config))
     assert "model.embed_tokens.weight" in calls and "model.norm.weight" not in calls
     # A random drop draws its masks chunk by chunk, so other draws than over the whole tensor: compare the rest.
@@ -180,9 +186,7 @@ def test_random_drop_in_row_chunks_keeps_density_and_one_rescale_factor(family, 
     )
     config = load_config(yml)
     monkeypatch.setattr(merge_module, "CHUNK_BYTES", 1000)
-    calls = []
-    real = merge_module._Job.streamed
-    monkeypatch.setattr(merge_module._Job, "streamed", lambda self, *a: calls.append(self.name) or real(self, *a))
+    calls = _record_chunked_merges(monkeypatch)
     name = "model.embed_tokens.weight"
     merged = dict(merge_tensors(config, seed=7))[name]
     assert calls.count(name) == 1

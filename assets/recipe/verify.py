@@ -1,7 +1,7 @@
 """Check a demo family with the project's own sweep, merge and eval code.
 
-Sweeps ω over 0, 0.1, ..., 1, 1.25, 1.5, 2 (plus the |D|/|G| point) for the safety skill — PTM variants θ_G + ω(θ_safety − θ_pre)
-through engine.sweep.run_sweep (engine.config.ptm_config -> engine.merge.merge_tensors -> backend -> evals) —
+Sweeps ω over 0, 0.1, ..., 1, 1.25, 1.5, 2 (plus the |D|/|G| point) for the safety skill — PTM variants
+θ_G + ω(θ_safety − θ_pre) through engine.sweep.run_sweep (engine.config.ptm_config -> engine.merge.merge_tensors -> backend -> evals) —
 with the references base, general, skill-safety and cft-safety, and checks the effects the demo is for:
 
   1. general score near the general model's at small ω (within 2 points up to ω = 0.2), lower at the largest ω
