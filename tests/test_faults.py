@@ -683,3 +683,40 @@ class TestConsoleScript:
         assert run.rc == 0, run.err
         assert "warning: removed" in run.err and str(stale[0]) in run.err
         assert not any(ws.glob(".out.*"))
+
+
+# --- the serving engine dies mid-sweep ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_killed_engine_worker_mid_sweep(demo_family, tmp_path):
+    """The vLLM engine process is killed while the sweep runs: a clear error (exit 2, with how to resume), the
+    store intact with the finished points, and the re-run resumes from them. Starts two engines: slow."""
+    import psutil
+
+    store = tmp_path / "r.db"
+    argv = ["sweep", "--backend", "vllm", "--weights", "0:1:0.25", "--no-standard-references", "--store", store]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([str(CONSOLE), *map(str, argv)], stderr=subprocess.PIPE, text=True, env=env)
+    lines, killed = [], []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("[2/") and not killed:
+                children = psutil.Process(proc.pid).children(recursive=True)
+                engines = [c for c in children if "EngineCore" in " ".join(c.cmdline() + [c.name()])] or children
+                for child in engines:
+                    child.kill()
+                    killed.append(child.pid)
+        proc.wait(timeout=300)
+    finally:
+        proc.kill()
+    err = "".join(lines)
+    assert killed, err
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err.split("[2/")[-1] and "error: " in err and "run the same command again" in err
+    with sqlite3.connect(store) as db:
+        (done,) = db.execute("SELECT COUNT(*) FROM sweep_points").fetchone()
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert done >= 2
+    again = console(*argv, timeout=900)
+    assert again.rc == 0, again.err
+    assert sum("stored" in line for line in again.err.splitlines() if line.startswith("[")) >= done
