@@ -355,6 +355,18 @@ def test_output_disk_full(ws):
         assert list((ws / "full").iterdir()) == []
 
 
+def test_output_permission_denied(ws):
+    """(2) a folder the process may not write (immutable: refused even to root): exit 2, EPERM named."""
+    locked = ws / "locked"
+    locked.mkdir()
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", locked], capture_output=True).returncode:
+        pytest.skip("chattr +i is not possible here")
+    try:
+        refused_unchanged(ws, ["merge", ws / "c.yml", "--out", locked / "x"], str(locked / "x"), "not permitted")
+    finally:
+        subprocess.run(["chattr", "-i", locked], check=False)
+
+
 def test_output_locked_by_another_merge(ws):
     """(9) while another process holds the output lock, a merge to the same folder stops at once."""
     holder = subprocess.Popen(
@@ -720,3 +732,82 @@ def test_killed_engine_worker_mid_sweep(demo_family, tmp_path):
     again = console(*argv, timeout=900)
     assert again.rc == 0, again.err
     assert sum("stored" in line for line in again.err.splitlines() if line.startswith("[")) >= done
+
+
+# --- dashboard API through gradio_client ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dashboard(family, tmp_path_factory):
+    """A launched dashboard on the synthetic family, with the transformers backend (no vLLM start needed)."""
+    gradio_client = pytest.importorskip("gradio_client")
+    from engine.backends.hf_backend import TransformersBackend
+    from ui.app import build_app, launch
+
+    work = tmp_path_factory.mktemp("dash")
+    for name, path in family.items():
+        shutil.copytree(path, work / name)
+    suite = write_suite(work / "suite", ITEMS)
+    outside = tmp_path_factory.mktemp("outside")
+    (work / "link-out").symlink_to(outside)
+    (work / "loop").symlink_to(work / "loop")
+    # Started by the app on first use: the refusal cases never need it.
+    app = build_app(store_path=work / "results.db", allowed_roots=[work], backend_factory=TransformersBackend)
+    launch(app, port=None, block=False)
+    try:
+        yield {"url": app.local_url, "work": work, "suite": suite, "outside": outside, "client": gradio_client}
+    finally:
+        app.close()
+        app.mergescope_engine.close()
+
+
+def dash_spec(d, *, weights: str = "0,1", base: str | None = None, suite: str | None = None) -> list:
+    w = d["work"]
+    return [base or str(w / "base"), str(w / "a"), f"s={w / 'b'}", "", "task_arithmetic", "{}", weights, False,
+            [], suite or str(d["suite"]), False, False]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "where,value,needle",
+    [
+        ("base", "{work}/link-out", "outside the allowed roots"),
+        ("base", "{work}/loop", "symlink loop"),
+        ("base", "{outside}", "outside the allowed roots"),
+        ("suite", "{work}/link-out", "outside the allowed roots"),
+        ("suite", "{work}/../{outside_name}", "outside the allowed roots"),
+        ("weights", ",".join(str(i / 10_000) for i in range(10_000)), "too many"),
+    ],
+    ids=["symlink-out", "loop", "outside", "suite-symlink-out", "suite-dotdot", "10000-weights"],
+)
+def test_dashboard_refuses(dashboard, where, value, needle):
+    d = dashboard
+    value = value.format(work=d["work"], outside=d["outside"], outside_name=d["outside"].name)
+    kwargs = {where: value}
+    c = d["client"].Client(d["url"], verbose=False)
+    before = snapshot(d["work"])
+    with pytest.raises(d["client"].exceptions.AppError, match=needle):
+        c.predict(None, *dash_spec(d, **kwargs), api_name="/sweep")
+    assert snapshot(d["work"]) == before
+
+
+def test_dashboard_export_outside_roots_refused(dashboard):
+    d = dashboard
+    c = d["client"].Client(d["url"], verbose=False)
+    with pytest.raises(d["client"].exceptions.AppError, match="outside the allowed roots|choose a variant"):
+        c.predict("ω=0", str(d["outside"] / "x"), False, api_name="/export_checkpoint")
+    assert list(d["outside"].iterdir()) == []
+
+
+@pytest.mark.slow
+def test_two_sessions_sweep_at_once(dashboard):
+    """Two browser sessions start sweeps at the same moment: both finish, each with its own points (the engine
+    queue serialises the swaps)."""
+    d = dashboard
+    a = d["client"].Client(d["url"], verbose=False)
+    b = d["client"].Client(d["url"], verbose=False)
+    jobs = [a.submit(None, *dash_spec(d, weights="0,0.5"), api_name="/sweep"),
+            b.submit(None, *dash_spec(d, weights="0.25,1"), api_name="/sweep")]  # fmt: skip
+    outs = [job.result(timeout=600) for job in jobs]
+    for out, labels in zip(outs, (["ω=0", "ω=0.5"], ["ω=0.25", "ω=1"]), strict=True):
+        assert out[-1].startswith("Done: 2 points"), out[-1]
+        table = out[3]
+        rows = [r[0].rstrip(" ★") for r in table["data"]]
+        assert sorted(rows) == labels, rows
