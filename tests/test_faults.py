@@ -570,7 +570,7 @@ def test_two_processes_write_one_store(tmp_path):
 # --- dashboard API: the path policy -----------------------------------------------------------------------------
 @pytest.fixture
 def policy(tmp_path, family):
-    from ui.state import PathPolicy
+    from ui.paths import PathPolicy
 
     root = tmp_path / "root"
     root.mkdir()
