@@ -90,7 +90,10 @@ def compatibility_report(ckpts: Sequence[Checkpoint]) -> CompatReport:
                 )
             )
         other_names = set(other.tensor_names())
-        for names, what in ((first_names - other_names, "missing from"), (other_names - first_names, "only in")):
+        for names, what in (
+            (first_names - other_names, "missing from"),
+            (other_names - first_names, "only in"),
+        ):
             for name in sorted(names)[:5]:
                 diffs.append(Difference("tensor", f"{name} {what} {other.name} ({pair})"))
             if len(names) > 5:
@@ -109,10 +112,14 @@ def compatibility_report(ckpts: Sequence[Checkpoint]) -> CompatReport:
                 dtype_diffs += 1
                 if dtype_diffs <= 3:
                     notes.append(
-                        Difference("dtype", f"{name}: {_dt(a.dtype)} in {first.name}, {_dt(b.dtype)} in {other.name}")
+                        Difference(
+                            "dtype", f"{name}: {_dt(a.dtype)} in {first.name}, {_dt(b.dtype)} in {other.name}"
+                        )
                     )
         if dtype_diffs > 3:
-            notes.append(Difference("dtype", f"... and {dtype_diffs - 3} more tensors differ in dtype in {other.name}"))
+            notes.append(
+                Difference("dtype", f"... and {dtype_diffs - 3} more tensors differ in dtype in {other.name}")
+            )
     return CompatReport(names, summary, diffs, notes)
 
 

@@ -144,7 +144,11 @@ def write_shards(
                     fh.write(_header(shard))
                     for slot in shard:
                         name, tensor = next(stream)
-                        if name != slot.name or tuple(tensor.shape) != slot.shape or tensor.dtype != slot.dtype:
+                        if (
+                            name != slot.name
+                            or tuple(tensor.shape) != slot.shape
+                            or tensor.dtype != slot.dtype
+                        ):
                             raise MergeError(
                                 f"tensor {name}: got {list(tensor.shape)} {tensor.dtype}, expected {slot.name} "
                                 f"{list(slot.shape)} {slot.dtype}"
@@ -153,7 +157,9 @@ def write_shards(
                         parts = tensor.chunks if isinstance(tensor, RowChunks) else [tensor]
                         written = sum(writer.submit(fh, part) for part in parts)
                         if written != slot.nbytes:
-                            raise MergeError(f"tensor {name}: {written} bytes written, {slot.nbytes} expected")
+                            raise MergeError(
+                                f"tensor {name}: {written} bytes written, {slot.nbytes} expected"
+                            )
                         weight_map[name] = fname
                         total += slot.nbytes
                     writer.drain()  # the shard is complete before its file is closed

@@ -47,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["float32", "float16", "bfloat16", "float64"],
         help="output dtype (default: the config's out_dtype, else its dtype, else the inputs' dtype)",
     )
-    parser.add_argument("--shard-size", default="2GB", help="maximum shard size, e.g. 2GB, 500MB (default 2GB)")
+    parser.add_argument(
+        "--shard-size", default="2GB", help="maximum shard size, e.g. 2GB, 500MB (default 2GB)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     parser.add_argument(
         "--allow-pickle",
