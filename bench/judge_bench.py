@@ -24,10 +24,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from evals.convert import default_data_dir
 from evals.judge import FULL_COMPLIANCE, FULL_REFUSAL, PARTIAL_REFUSAL, RuleRefusalJudge
 from evals.refusal import PhraseRefusalClassifier
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent.parent / "shared" / "data" / "xstest"
+DEFAULT_DATA = default_data_dir() / "xstest"
 _LABELS = {
     "1_full_compliance": FULL_COMPLIANCE,
     "2_full_refusal": FULL_REFUSAL,
@@ -99,9 +100,8 @@ def speed(judge: Callable[[str], str], replies: list[str], min_s: float = 0.5) -
 
 def scorer_speeds() -> dict[str, float]:
     """Replies/s of the GSM8K scorer and the HumanEval scorer on the built-in suites' own reference answers."""
-    from evals.builtin import builtin_path
-
     from evals import load_suite, score_suite
+    from evals.builtin import builtin_path
 
     out: dict[str, float] = {}
     gsm = load_suite(builtin_path("gsm8k"))

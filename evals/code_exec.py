@@ -70,6 +70,19 @@ def extract_code(reply: str) -> str:
     return "\n\n".join(blocks) if blocks else reply
 
 
+def build_program(code_prompt: str | None, code: str) -> str:
+    """The program to run for a reply's code. Without a `code_prompt` it is the code itself. With one (a
+    HumanEval-style function header and docstring) the reply either continues it — its first code line is
+    indented: a function body — or is a whole program, put after the prompt so the prompt's imports and
+    helper functions stay defined and the reply's definition wins."""
+    if code_prompt is None:
+        return code
+    first = next((ln for ln in code.splitlines() if ln.strip()), "")
+    if first[:1] in (" ", "\t"):
+        return code_prompt + code
+    return code_prompt + "\n    pass\n\n" + code
+
+
 @functools.lru_cache(maxsize=1)
 def _unshare_prefix() -> tuple[str, ...]:
     """['unshare', '-rn'] if an unprivileged network namespace can be made here, else nothing."""
