@@ -58,3 +58,15 @@ def resolve_suite_ref(ref: str | os.PathLike) -> Path:
     if path.exists() or str(ref) not in BUILTIN_SUITES:
         return path
     return builtin_path(str(ref))
+
+
+def split_suite_refs(refs: list[str | os.PathLike]) -> list[str]:
+    """Suite references from the command line: each may be a comma list (`xstest,gsm8k-mini`), except an
+    existing path, which stays whole even if its name has a comma."""
+    out: list[str] = []
+    for ref in refs:
+        if Path(ref).exists():
+            out.append(str(ref))
+        else:
+            out += [part.strip() for part in str(ref).split(",") if part.strip()]
+    return out
