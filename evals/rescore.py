@@ -84,7 +84,9 @@ def read_replies(path: str | os.PathLike, suites: Sequence[Suite]) -> dict[str, 
             raise SuiteError(f"{where}: field 'reply' must be a string")
         unknown = sorted(set(obj) - {"id", "prompt", "reply", "suite"})
         if unknown:
-            raise SuiteError(f"{where}: unknown field(s) {', '.join(unknown)} (known: id, prompt, reply, suite)")
+            raise SuiteError(
+                f"{where}: unknown field(s) {', '.join(unknown)} (known: id, prompt, reply, suite)"
+            )
         if ("id" in obj) == ("prompt" in obj):
             raise SuiteError(f"{where}: needs exactly one of 'id' or 'prompt'")
         if "id" in obj:
