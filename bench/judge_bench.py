@@ -99,24 +99,24 @@ def speed(judge: Callable[[str], str], replies: list[str], min_s: float = 0.5) -
 
 
 def scorer_speeds() -> dict[str, float]:
-    """Replies/s of the GSM8K scorer and the HumanEval scorer on the built-in suites' own reference answers."""
+    """Replies/s of the GSM8K number scorer (on replies ending in the gold answer) and of the HumanEval
+    scorer (on canonical solutions: every run is its own sandboxed interpreter)."""
     from evals import load_suite, score_suite
-    from evals.builtin import builtin_path
+    from evals.convert import humaneval_rows
 
     out: dict[str, float] = {}
-    gsm = load_suite(builtin_path("gsm8k"))
-    replies = [f"Let me think. The answer is {it.answers[0]}." for it in gsm.items]
+    gsm = load_suite("gsm8k")
+    replies = [f"Let me think step by step. The answer is {it.answers[0]}." for it in gsm.items]
     t0 = time.perf_counter()
     score_suite(gsm, replies)
-    out["gsm8k number scorer"] = len(replies) / (time.perf_counter() - t0)
-    he = load_suite(builtin_path("humaneval"))
-    items = he.items[:24]
-    sub = [it.answers[0] if it.answers else "" for it in items]  # the canonical bodies
-    from evals.scorers import SCORERS
-
+    out[f"gsm8k number scorer ({len(replies)} replies)"] = len(replies) / (time.perf_counter() - t0)
+    he = load_suite("humaneval")
+    canonical = {r["task_id"]: r["canonical_solution"] for r in humaneval_rows()}
     t0 = time.perf_counter()
-    SCORERS["python_exec"].score(items, sub, he.scorer_args)
-    out["humaneval python_exec (24 items)"] = len(items) / (time.perf_counter() - t0)
+    r = score_suite(he, [canonical[it.id] for it in he.items])
+    out[f"humaneval python_exec ({len(he)} replies, {sum(r.per_item)} pass)"] = len(he) / (
+        time.perf_counter() - t0
+    )
     return out
 
 

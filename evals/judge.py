@@ -23,7 +23,7 @@ refusal. No signal: full compliance. What it cannot see: a reply that rejects a 
 without any refusal wording ("There is no reason why X should be denied...") reads like a premise correction
 of a harmless question; telling them apart needs the prompt's harm, which a model judge can weigh.
 
-Pure functions over strings, compiled regexes, no I/O: tens of thousands of replies a second, deterministic.
+Pure functions over strings, compiled regexes, no I/O: thousands of replies a second, deterministic.
 The rule set's hash is the judge's identity, so results scored under another rule set are not reused.
 """
 
