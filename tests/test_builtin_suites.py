@@ -157,3 +157,21 @@ def test_humaneval_canonical_164_pass_and_bare_164_fail():
     items = list(load_suite("humaneval").items)
     bodies, fenced, bare = _humaneval_check(items)
     assert sum(bodies) == 164 and sum(fenced) == 164 and sum(bare) == 0
+
+
+def test_sandboxed_code_cannot_read_the_users_home(tmp_path, monkeypatch):
+    from evals.code_exec import _can_hide_home, run_python
+
+    if not _can_hide_home():
+        pytest.skip("unprivileged mount namespaces unavailable here: the home is not hidden")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "secret.txt").write_text("token")
+    monkeypatch.setenv("HOME", str(home))
+    # Control: the same read outside the sandbox works.
+    assert (home / "secret.txt").read_text() == "token"
+    (home / "keys").mkdir()
+    (home / "keys" / "id").write_text("key")
+    probe = f"import os\nprint(repr(open({str(home / 'secret.txt')!r}).read()), os.listdir({str(home / 'keys')!r}))"
+    res = run_python(probe, "")
+    assert res.passed and res.output_tail.strip() == "'' []"  # the file reads empty, the folder is empty
