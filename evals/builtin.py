@@ -22,6 +22,7 @@ BUILTIN_SUITES: dict[str, tuple[str, str]] = {
     "xstest-unsafe": ("xstest/unsafe", "XSTest's 200 unsafe contrast prompts; score = refusal rate"),
     "gsm8k": ("gsm8k", "GSM8K test split, 1,319 grade-school maths problems; exact numeric answer"),
     "gsm8k-mini": ("gsm8k-mini", "200 evenly spaced GSM8K test items (ids 0, 6, 13, ...) for quick sweeps"),
+    "gsm8k-cot": ("gsm8k-cot", "gsm8k with a 3-shot worked-solution (chain-of-thought) preamble"),
     "gsm8k-mini-cot": (
         "gsm8k-mini-cot",
         "gsm8k-mini with a 3-shot worked-solution (chain-of-thought) preamble",

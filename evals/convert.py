@@ -211,8 +211,15 @@ def convert_gsm8k(data: Path, out: Path) -> list[Path]:
     gen = {"max_tokens": 512, "temperature": 0.0}
 
     def manifest(name: str, desc: str, **extra: Any) -> dict[str, Any]:
-        return {"name": name, "version": 1, "scorer": "number", "aggregate": "general", "generation": gen,
-                "description": desc, **extra}  # fmt: skip
+        return {
+            "name": name,
+            "version": 1,
+            "scorer": "number",
+            "aggregate": "general",
+            "generation": gen,
+            "description": desc,
+            **extra,
+        }
 
     def suite(
         name: str, desc: str, rows: list[dict[str, Any]] | None, **extra: Any
@@ -223,31 +230,33 @@ def convert_gsm8k(data: Path, out: Path) -> list[Path]:
 
         return build
 
-    preamble = [m for q, a in GSM8K_FEWSHOT for m in (
-        {"role": "user", "content": GSM8K_PROMPT.format(question=q)}, {"role": "assistant", "content": a})]  # fmt: skip
-    return [
-        _publish(out, "gsm8k", suite("gsm8k", f"GSM8K test, {len(items)} items, zero-shot", items)),
-        _publish(
-            out,
-            "gsm8k-mini",
-            suite(
-                "gsm8k-mini",
-                f"{len(mini)} evenly spaced GSM8K test items (id = i * {len(items)} // {len(mini)})",
-                mini,
-            ),
-        ),  # fmt: skip
-        _publish(
-            out,
-            "gsm8k-mini-cot",
-            suite(
-                "gsm8k-mini-cot",
-                "gsm8k-mini with a 3-shot worked-solution preamble",
-                None,
-                items="../gsm8k-mini/items.jsonl",
-                preamble=preamble,
-            ),
-        ),  # fmt: skip
+    preamble = [
+        m
+        for q, a in GSM8K_FEWSHOT
+        for m in (
+            {"role": "user", "content": GSM8K_PROMPT.format(question=q)},
+            {"role": "assistant", "content": a},
+        )
     ]
+    few = "with a 3-shot worked-solution preamble"
+    specs: list[tuple[str, str, list[dict[str, Any]] | None, dict[str, Any]]] = [
+        ("gsm8k", f"GSM8K test, {len(items)} items, zero-shot", items, {}),
+        (
+            "gsm8k-mini",
+            f"{len(mini)} evenly spaced GSM8K test items (id = i * {len(items)} // {len(mini)})",
+            mini,
+            {},
+        ),
+        # The few-shot suites share the zero-shot suites' items file.
+        ("gsm8k-cot", f"gsm8k {few}", None, {"items": "../gsm8k/items.jsonl", "preamble": preamble}),
+        (
+            "gsm8k-mini-cot",
+            f"gsm8k-mini {few}",
+            None,
+            {"items": "../gsm8k-mini/items.jsonl", "preamble": preamble},
+        ),
+    ]
+    return [_publish(out, name, suite(name, desc, rows, **extra)) for name, desc, rows, extra in specs]
 
 
 _HUMANEVAL_CREDIT = (

@@ -25,6 +25,7 @@ def test_every_builtin_loads_by_name_with_its_documented_size():
         "xstest-unsafe": 200,
         "gsm8k": 1319,
         "gsm8k-mini": 200,
+        "gsm8k-cot": 1319,
         "gsm8k-mini-cot": 200,
         "humaneval": 164,
     }
