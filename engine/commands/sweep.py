@@ -19,6 +19,7 @@ from engine.commands.engine_args import add_engine_arguments
 from engine.errors import ConfigError, MergescopeError
 from engine.store import ResultStore
 from engine.sweep import PointResult, SweepSpec, parse_named, parse_weights, prepare_sweep, run_sweep
+from evals.builtin import split_suite_refs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="SUITES",
-        help="suite folder, manifest, or a folder of suites (repeatable; default: the demo family's suites)",
+        help="built-in suite name (xstest, gsm8k, gsm8k-mini, humaneval...), suite folder, manifest, or a folder "
+        "of suites; comma lists and repeats add up (default: the demo family's suites)",
     )
     add_engine_arguments(parser)
     parser.add_argument("--csv", type=Path, help="also write the sweep's table as CSV")
@@ -128,7 +130,7 @@ def build_spec(args: argparse.Namespace) -> SweepSpec:
         if name is None:
             raise ConfigError(f"--reference {entry!r}: expected NAME=PATH")
         references[name] = path
-    suites = list(args.evals)
+    suites = split_suite_refs(args.evals)  # built-in names, comma lists: --evals xstest,gsm8k-mini
     if not any(given.values()):
         from engine.demo import load_family
 
