@@ -127,13 +127,96 @@ base_model: BASE
 models: [{model: A}, {model: B}]
 parameters: {filter_wise: true}
 """,
+    "arcee_fusion": """
+merge_method: arcee_fusion
+base_model: BASE
+models: [{model: BASE}, {model: A}]
+""",
+    "nuslerp": """
+merge_method: nuslerp
+base_model: BASE
+models:
+  - {model: A, parameters: {weight: 0.3}}
+  - {model: B, parameters: {weight: [0.5, 0.9]}}
+""",
+    "nuslerp_row_wise": """
+merge_method: nuslerp
+models:
+  - {model: A, parameters: {weight: 0.6}}
+  - {model: B, parameters: {weight: 0.4}}
+parameters: {nuslerp_flatten: false, nuslerp_row_wise: true}
+""",
+    "nuslerp_rows": """
+merge_method: nuslerp
+base_model: BASE
+models:
+  - {model: A, parameters: {weight: 1.0}}
+  - {model: B, parameters: {weight: 3.0}}
+parameters: {nuslerp_flatten: false}
+""",
+    "karcher": """
+merge_method: karcher
+models: [{model: A}, {model: B}, {model: C}]
+parameters: {max_iter: 20}
+""",
+    "karcher_with_base": """
+merge_method: karcher
+base_model: BASE
+models: [{model: A}, {model: B}]
+""",
+    "multislerp": """
+merge_method: multislerp
+base_model: BASE
+models:
+  - {model: A, parameters: {weight: 0.5}}
+  - {model: B, parameters: {weight: 0.3}}
+  - {model: C, parameters: {weight: [0.1, 0.6]}}
+""",
+    "multislerp_unnormalized": """
+merge_method: multislerp
+models:
+  - {model: A, parameters: {weight: 0.7}}
+  - {model: B, parameters: {weight: 0.6}}
+parameters: {normalize_weights: false}
+""",
+    "nearswap": """
+merge_method: nearswap
+base_model: BASE
+models: [{model: A}]
+parameters: {t: [0.005, 0.03]}
+""",
+    "ram": """
+merge_method: ram
+base_model: BASE
+models: [{model: A}, {model: B}, {model: C}]
+parameters: {epsilon: 0.02}
+""",
+    "ramplus_tl": """
+merge_method: ramplus_tl
+base_model: BASE
+models: [{model: A}, {model: B}, {model: C}]
+parameters: {epsilon: 0.015, r: 0.5, alpha: 0.9}
+""",
+    "sce": """
+merge_method: sce
+base_model: BASE
+models: [{model: A}, {model: B}, {model: C}]
+parameters: {select_topk: 0.4}
+""",
+    "sce_all": """
+merge_method: sce
+base_model: BASE
+models: [{model: A}, {model: B}]
+""",
 }
 
 # The same configs again with tiny row chunks: the streamed forms (elementwise chunks, chunked top-k and band
-# selection, two-pass slerp and Model Stock) must give mergekit's tensors too.
+# selection, two-pass slerp and Model Stock, the statistics passes of the spherical and selecting methods) must
+# give mergekit's tensors too.
 STREAMED = (
     "task_arithmetic", "ties", "linear", "breadcrumbs", "breadcrumbs_rescaled", "slerp", "model_stock",
-    "model_stock_filter_wise",
+    "model_stock_filter_wise", "arcee_fusion", "nuslerp", "nuslerp_row_wise", "nuslerp_rows", "karcher",
+    "karcher_with_base", "multislerp", "nearswap", "ram", "ramplus_tl", "sce",
 )  # fmt: skip
 DETERMINISTIC.update({f"{name}_streamed": DETERMINISTIC[name] for name in STREAMED})
 

@@ -35,13 +35,18 @@ class TopK:
     def __init__(self, numel: int, density: float | None = None, *, k: int | None = None) -> None:
         if k is None:  # mergekit's count for a density: k = max(1, int(density·n))
             k = 0 if density is None or density <= 0 or numel == 0 else max(1, int(density * numel))
-        self.k = max(0, min(numel, k))
-        self.all = self.k >= numel
+        self.numel = numel
+        self.set_count(k)
         self.high = torch.zeros(1 << 15, dtype=torch.int64)
         self.low = torch.zeros(1 << 16, dtype=torch.int64)
         self.bucket = -1
         self.threshold = -1
         self.ties_left = self.ties_settled = 0
+
+    def set_count(self, k: int) -> None:
+        """Set k; also after `feed_high` when k depends on figures of that same pass (SCE's nonzero count)."""
+        self.k = max(0, min(self.numel, k))
+        self.all = self.k >= self.numel
 
     @staticmethod
     def bits(delta: torch.Tensor) -> torch.Tensor:
@@ -243,7 +248,10 @@ def merge(
     if not tensors:
         return base.clone()
     densities = [float(p.get("density", 1.0)) for p in model_params]
-    if not consensus and (sparsifier is None or all(d >= 1 for d in densities)):
+    # The fused form rounds differently from mergekit's delta form: fine in float32 (a few ulps), not in half
+    # precision, where the delta form below gives mergekit's very roundings.
+    fused = base.dtype in (torch.float32, torch.float64)
+    if fused and not consensus and (sparsifier is None or all(d >= 1 for d in densities)):
         weights = [float(p["weight"]) for p in model_params]
         lam = float(params.get("lambda", 1.0))
         return weighted_sum(base, tensors, weights, normalize=bool(params.get("normalize")), lam=lam)
