@@ -89,8 +89,10 @@ def test_band_selection_over_chunks_with_ties_is_exact_and_rewinds():
     second = torch.cat([band.mask(c) for c in chunks])
     assert torch.equal(first, second)
     assert first.tolist() == [0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0]  # 3.0, then the first five 1s in index order
-    assert torch.equal(first, METHODS["breadcrumbs"].fn(torch.zeros(12), [delta], [{"weight": 1.0, "density": 0.5,
-                       "gamma": 0.1}], {"normalize": False, "lambda": 1.0}).ne(0).float())  # fmt: skip
+    # The whole-tensor form breaks the ties as mergekit's sort does (its order, not index order): the same band.
+    whole = METHODS["breadcrumbs"].fn(torch.zeros(12), [delta], [{"weight": 1.0, "density": 0.5, "gamma": 0.1}],
+                                      {"normalize": False, "lambda": 1.0}).ne(0)  # fmt: skip
+    assert int(whole.sum()) == 6 and whole[10] and not whole[0] and set(delta[whole].tolist()) == {1.0, 3.0}
 
 
 def test_breadcrumbs_ties():

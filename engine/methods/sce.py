@@ -15,7 +15,7 @@ import torch
 
 from engine.methods import MergeMethod, ReadChunks
 from engine.methods._common import chunk_stats, need
-from engine.methods._task_vectors import TopK, select_whole, sign_consensus
+from engine.methods._task_vectors import TopK, sign_consensus
 
 
 def _deltas(base: torch.Tensor, tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -45,6 +45,16 @@ def _count(nonzero: torch.Tensor, density: float) -> int:
     return int(nonzero * density)
 
 
+def _top_variance(variance: torch.Tensor, density: float) -> torch.Tensor:
+    """Whole-tensor mask of the top variances with mergekit's own `topk` call (so equal variances, common in
+    half precision, are chosen as mergekit chooses them)."""
+    mask = torch.zeros_like(variance)
+    k = _count(torch.count_nonzero(variance), density) if density > 0 else 0
+    if k > 0:
+        mask.view(-1)[torch.topk(variance.abs().view(-1), k=k, largest=True).indices] = 1
+    return mask
+
+
 def merge(
     base: torch.Tensor | None,
     tensors: list[torch.Tensor],
@@ -59,8 +69,7 @@ def merge(
     density = float(params["select_topk"])
     if density < 1:
         variance = _variance(deltas)
-        selector = TopK(variance.numel(), k=_count(torch.count_nonzero(variance), density)) if density > 0 else None
-        deltas = deltas * (select_whole(selector, variance) if selector else torch.zeros_like(variance))
+        deltas = deltas * _top_variance(variance, density)
     mean_squares = deltas.square().reshape(len(deltas), -1).mean(dim=1)
     return _combine(base, deltas, _weights(mean_squares))
 
