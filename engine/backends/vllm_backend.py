@@ -215,7 +215,13 @@ class VLLMBackend(SwappingBackend):
             )
         except Exception as exc:
             raise BackendError(f"vLLM generation failed: {exc}") from exc
-        return [output.outputs[0].text for output in outputs]
+        # The generated ids decoded on their own, as transformers (and lm-eval's hf model) decode them: vLLM's
+        # incremental text is decoded after the prompt, which can differ at the seam (a word-start marker turns
+        # into a leading space).
+        tokenizer = self.llm.get_tokenizer()
+        return [
+            tokenizer.decode(list(output.outputs[0].token_ids), skip_special_tokens=True) for output in outputs
+        ]
 
     def _close(self) -> None:
         llm = self.__dict__.pop("llm", None)
