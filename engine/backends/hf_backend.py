@@ -17,6 +17,7 @@ from engine.backends.base import (
     GenerationSettings,
     Messages,
     SwappingBackend,
+    TokenPair,
     config_refs,
     single_checkpoint,
 )
@@ -182,6 +183,68 @@ class TransformersBackend(SwappingBackend):
             worker.join()
         if failure:
             raise BackendError(f"transformers generation failed: {failure[0]}")
+
+    # --- raw-text scoring (lm-eval bridge) -----------------------------------------------------------------------
+    @property
+    def max_length(self) -> int:
+        """Tokens one sequence may hold (the model's positions)."""
+        return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+
+    @torch.no_grad()
+    def _loglikelihood(self, requests: list[TokenPair], batch_size: int = 16) -> list[tuple[float, bool]]:
+        """A forward pass over context + continuation (right-padded batches); the continuation's tokens are read
+        off the log-softmax at the positions that predict them."""
+        results: list[tuple[float, bool]] = []
+        for start in range(0, len(requests), batch_size):
+            chunk = requests[start : start + batch_size]
+            inputs = [(ctx + cont)[:-1] for ctx, cont in chunk]
+            width = max(len(x) for x in inputs)
+            ids = torch.full((len(chunk), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, seq in enumerate(inputs):
+                ids[row, : len(seq)] = torch.tensor(seq)
+                mask[row, : len(seq)] = 1
+            try:
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            except Exception as exc:
+                raise BackendError(f"transformers log-likelihood scoring failed: {exc}") from exc
+            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+            for row, (ctx, cont) in enumerate(chunk):
+                # Position p predicts token p + 1: the continuation is predicted from len(ctx) - 1 on.
+                rows = logprobs[row, len(ctx) - 1 : len(ctx) - 1 + len(cont)]
+                target = torch.tensor(cont)
+                picked = rows.gather(1, target[:, None]).squeeze(1)
+                results.append((float(picked.sum()), bool((rows.argmax(dim=-1) == target).all())))
+        return results
+
+    @torch.no_grad()
+    def _complete(
+        self, prompts: list[list[int]], settings: list[GenerationSettings], stops: list[list[str]]
+    ) -> list[str]:
+        # Stop strings are applied by the caller (`complete` cuts at the first one); greedy output is the same as
+        # stopping early, only the extra tokens cost time.
+        replies: list[str] = [""] * len(prompts)
+        groups: dict[GenerationSettings, list[int]] = {}
+        for index, s in enumerate(settings):
+            groups.setdefault(s, []).append(index)
+        for s, indices in groups.items():
+            width = max(len(prompts[i]) for i in indices)
+            ids = torch.full((len(indices), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(indices), width), dtype=torch.long)
+            for row, i in enumerate(indices):  # left-padded, as decoder-only generation needs
+                ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+                mask[row, width - len(prompts[i]) :] = 1
+            torch.manual_seed(s.seed)
+            try:
+                out = self.model.generate(
+                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **self._generate_kwargs(s)
+                )
+            except Exception as exc:
+                raise BackendError(f"transformers generation failed: {exc}") from exc
+            texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+            for i, text in zip(indices, texts, strict=True):
+                replies[i] = text
+        return replies
 
     def _close(self) -> None:
         self.__dict__.pop("model", None)

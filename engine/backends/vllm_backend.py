@@ -17,7 +17,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.backends.base import GenerationSettings, Messages, SwappingBackend, single_checkpoint
+from engine.backends.base import (
+    GenerationSettings,
+    Messages,
+    SwappingBackend,
+    TokenPair,
+    single_checkpoint,
+)
 from engine.errors import BackendError
 
 if TYPE_CHECKING:
@@ -196,6 +202,58 @@ class VLLMBackend(SwappingBackend):
             if not finished:
                 # The consumer stopped early (closed the generator): drop the request so the engine is idle again.
                 engine.abort_request([request_id])
+
+    # --- raw-text scoring (lm-eval bridge) -----------------------------------------------------------------------
+    @property
+    def max_length(self) -> int:
+        """Tokens one sequence may hold in this engine (prompt and generated tokens together)."""
+        return int(self.llm.llm_engine.model_config.max_model_len)
+
+    def _loglikelihood(self, requests: list[TokenPair]) -> list[tuple[float, bool]]:
+        """One prompt-only pass per request through `prompt_logprobs`: vLLM returns, at every prompt position, the
+        logprob and vocabulary rank of the token actually there (rank 1 = the greedy choice)."""
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1, detokenize=False)
+        prompts = [TokensPrompt(prompt_token_ids=ctx + cont) for ctx, cont in requests]
+        try:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        except Exception as exc:
+            raise BackendError(f"vLLM log-likelihood scoring failed: {exc}") from exc
+        results = []
+        for (ctx, cont), output in zip(requests, outputs, strict=True):
+            ids = ctx + cont
+            total, greedy = 0.0, True
+            for position in range(len(ctx), len(ids)):
+                entry = output.prompt_logprobs[position][ids[position]]
+                total += entry.logprob
+                greedy = greedy and entry.rank == 1
+            results.append((total, greedy))
+        return results
+
+    def _complete(
+        self, prompts: list[list[int]], settings: list[GenerationSettings], stops: list[list[str]]
+    ) -> list[str]:
+        from vllm import TokensPrompt
+
+        params = []
+        for s, stop in zip(settings, stops, strict=True):
+            p = _sampling_params(s)
+            p.stop = [x for x in stop if x] or None
+            params.append(p)
+        try:
+            outputs = self.llm.generate(
+                [TokensPrompt(prompt_token_ids=ids) for ids in prompts], params, use_tqdm=False
+            )
+        except Exception as exc:
+            raise BackendError(f"vLLM generation failed: {exc}") from exc
+        # The generated ids decoded on their own, as transformers (and lm-eval's hf model) decode them: vLLM's
+        # incremental text is decoded after the prompt, which can differ at the seam (a word-start marker turns
+        # into a leading space).
+        tokenizer = self.llm.get_tokenizer()
+        return [
+            tokenizer.decode(list(output.outputs[0].token_ids), skip_special_tokens=True) for output in outputs
+        ]
 
     def _close(self) -> None:
         llm = self.__dict__.pop("llm", None)

@@ -72,7 +72,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="SUITES",
         help="built-in suite name (xstest, gsm8k, gsm8k-mini, humaneval...), suite folder, manifest, or a folder "
-        "of suites; comma lists and repeats add up (default: the demo family's suites)",
+        "of suites; or an lm-evaluation-harness task as lm-eval:TASK "
+        "(data from the datasets cache) or lm-eval:path/to/task.yaml; comma lists and repeats add up (default: the "
+        "demo family's suites)",
+    )
+    parser.add_argument(
+        "--composite",
+        action="append",
+        default=[],
+        metavar="NAME=SUITE,SUITE",
+        help="a composite axis: the mean of the named suites' scores (suite names, lm-eval: entries or aggregates "
+        "such as general), e.g. general_avg=demo-general,lm-eval:arc_easy (repeatable)",
     )
     add_engine_arguments(parser)
     parser.add_argument("--csv", type=Path, help="also write the sweep's table as CSV")
@@ -171,7 +181,20 @@ def build_spec(args: argparse.Namespace) -> SweepSpec:
         standard_references=not args.no_standard_references,
         dataset_sizes=sizes,
         heuristic_point=not args.no_heuristic_point,
+        composites=_parse_composites(args.composite),
     )
+
+
+def _parse_composites(entries: list[str]) -> dict[str, list[str]]:
+    from evals.composite import parse_composite
+
+    composites: dict[str, list[str]] = {}
+    for entry in entries:
+        name, members = parse_composite(entry)
+        if name in composites:
+            raise ConfigError(f"--composite {entry!r}: composite {name!r} given twice")
+        composites[name] = members
+    return composites
 
 
 def _fmt_score(score: dict[str, float] | None) -> str:
