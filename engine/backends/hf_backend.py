@@ -6,6 +6,7 @@ model object, no disk write). Generation is batched per distinct settings, left-
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,8 @@ from engine.errors import BackendError
 if TYPE_CHECKING:
     from engine.config import MergeConfig
 
+log = logging.getLogger(__name__)
+
 
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -35,15 +38,27 @@ class TransformersBackend(SwappingBackend):
     kind = "transformers"
 
     def __init__(
-        self, start_model: str | Path, *, device: str | None = None, dtype: str | None = None
+        self,
+        start_model: str | Path,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        resident: str = "auto",
     ) -> None:
+        from engine.backends.machine import RESIDENT_MODES, serving_dtype
+        from engine.backends.resident import ResidentSet
+
         super().__init__(start_model)
         self._checkpoints = CheckpointCache()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = torch.device(device if device not in (None, "auto") else _default_device())
-        # float32 on CPU: bfloat16 matmuls are slow there; on a GPU keep the checkpoint's own dtype.
-        torch_dtype: Any = dtype or ("auto" if self.device.type == "cuda" else torch.float32)
+        if resident not in RESIDENT_MODES:
+            raise BackendError(f"resident swaps {resident!r}: choose one of {', '.join(RESIDENT_MODES)}")
+        self._resident = ResidentSet(self.device, resident)
+        # float32 on a CPU without native bf16 (emulated bf16 matmuls are slow); see engine.backends.machine.
+        self.dtype = serving_dtype(dtype, self.start_model, device=self.device.type)
+        torch_dtype: Any = getattr(torch, self.dtype)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.start_model, trust_remote_code=False)
             self.model = AutoModelForCausalLM.from_pretrained(
@@ -70,7 +85,12 @@ class TransformersBackend(SwappingBackend):
         from engine.merge import merge_tensors
 
         checkpoints = self._checkpoints.for_refs(config_refs(variant))
-        return merge_tensors(variant, device=self.device, checkpoints=checkpoints)
+        inputs = self._resident.for_config(variant, checkpoints)
+        swap_path = "streaming" if inputs is None else "resident"
+        if swap_path != self.swap_path:
+            log.info("transformers weight swaps: %s path (%s)", swap_path, self._resident.last_reason)
+        self.swap_path, self.swap_reason = swap_path, self._resident.last_reason
+        return merge_tensors(variant, device=self.device, checkpoints=inputs or checkpoints)
 
     @torch.no_grad()
     def _load(self, variant: MergeConfig | None) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine.backends import GenerationSettings, make_backend
-from engine.commands.engine_args import add_engine_arguments
+from engine.commands.engine_args import add_engine_arguments, backend_options
 from engine.errors import ConfigError, MergescopeError
 from engine.store import ResultStore
 from engine.sweep import PointResult, SweepSpec, parse_named, parse_weights, prepare_sweep, run_sweep
@@ -87,6 +87,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-tokens", type=int, default=None, help="default max new tokens (suites may override)"
     )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N engines as Ray actors and spread the points over them (default 1: one engine here)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="join this Ray cluster (e.g. ray://head:10001 or auto) instead of starting a local one",
+    )
 
 
 def _parse_sizes(text: str | None) -> dict[str, int]:
@@ -217,6 +230,23 @@ def format_table(results: list[PointResult], heuristic: dict[str, float]) -> str
     return "\n".join(lines)
 
 
+def _start_engines(general: str, options: dict[str, Any], args: argparse.Namespace, err: TextIO) -> Any:
+    """The sweep's engine: one backend here, or a pool of Ray actors (`--workers`, `--ray-address`)."""
+    if args.workers > 1 or args.ray_address:
+        from engine.pool import EnginePool
+
+        print(f"starting {args.workers} {options['kind']} engine(s) as Ray actors ...", file=err, flush=True)
+        return EnginePool(general, args.workers, options, address=args.ray_address)
+    print(f"starting the {options['kind']} backend on {general} ...", file=err, flush=True)
+    return make_backend(general, **options)
+
+
+def _describe(backend: Any, seconds: float) -> str:
+    """The ready line: which backend, how fast it started, the serving dtype (part of every result's key)."""
+    info = backend.describe()
+    return f"{info['backend']} backend ready in {seconds:.1f}s (serving dtype {info['dtype']})"
+
+
 def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
@@ -231,11 +261,13 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
         f"store {args.store}",
         file=err,
     )
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    options = backend_options(args)
     with ResultStore(args.store) as store:
         start = time.perf_counter()
-        print(f"starting the {args.backend} backend on {spec.general} ...", file=err, flush=True)
-        backend = make_backend(spec.general, kind=args.backend, device=args.device)
-        print(f"{backend.kind} backend ready in {time.perf_counter() - start:.1f}s", file=err, flush=True)
+        backend = _start_engines(spec.general, options, args, err)
+        print(f"{_describe(backend, time.perf_counter() - start)}", file=err, flush=True)
         results: list[PointResult] = []
         try:
             for result in run_sweep(
@@ -261,6 +293,8 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
         finally:
             backend.close()
         print(f"sweep done in {time.perf_counter() - start:.1f}s (engine start included)", file=err)
+        if backend.swap_path is not None:
+            print(f"weight swaps: {backend.swap_path} path ({backend.swap_reason})", file=err)
         print(format_table(results, prepared.heuristic), file=out)
         sweep_id = store.begin_sweep(prepared.store_spec())
         if args.csv:
