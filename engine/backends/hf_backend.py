@@ -76,6 +76,19 @@ class TransformersBackend(SwappingBackend):
             name for name in self.model.state_dict() if name not in self._params and name.endswith(".weight")
         }
 
+    @property
+    def resident_mode(self) -> str:
+        """auto / on / off: whether swaps merge from resident inputs (settable between swaps)."""
+        return self._resident.mode
+
+    @resident_mode.setter
+    def resident_mode(self, mode: str) -> None:
+        from engine.backends.machine import RESIDENT_MODES
+
+        if mode not in RESIDENT_MODES:
+            raise BackendError(f"resident swaps {mode!r}: choose one of {', '.join(RESIDENT_MODES)}")
+        self._resident.mode = mode
+
     # --- swaps -------------------------------------------------------------------------------------------------
     def _tensor_stream(self, variant: MergeConfig | None) -> Iterator[tuple[str, torch.Tensor]]:
         path = self.start_model if variant is None else single_checkpoint(variant)
