@@ -3,9 +3,8 @@ from resident inputs is bit-identical to the streaming merge from disk."""
 
 from __future__ import annotations
 
-import torch
-
 import pytest
+import torch
 
 from engine.backends.machine import Machine, auto_backend, cpu_flags, serving_dtype
 from engine.backends.resident import ResidentCheckpoint, ResidentSet, fits, resident_reason

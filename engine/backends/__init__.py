@@ -54,14 +54,16 @@ def make_backend(
     (`serving_dtype`); `resident` auto/on/off governs resident swap inputs; the parallel sizes go to vLLM."""
     if kind not in BACKEND_KINDS:
         raise BackendError(f"unknown backend {kind!r}; choose one of {', '.join(BACKEND_KINDS)}")
-    from engine.backends.machine import auto_backend
+    from engine.backends.machine import auto_backend, this_machine
 
     parallel = int(tensor_parallel_size) * int(pipeline_parallel_size) > 1
     if kind == "auto":
         from engine.backends.vllm_backend import vllm_available
 
-        # Tensor/pipeline parallel exists only in vLLM: asking for it picks vLLM.
-        kind = "vllm" if parallel else auto_backend(vllm_importable=vllm_available(), device=device)
+        # Tensor/pipeline parallel exists only in vLLM: asking for it picks vLLM. Importing vLLM takes seconds,
+        # so it is tried only where it would be chosen (a GPU machine).
+        importable = this_machine().gpu and vllm_available()
+        kind = "vllm" if parallel else auto_backend(vllm_importable=importable, device=device)
         log.info("--backend auto: %s on this machine", kind)
     if kind == "vllm":
         from engine.backends.vllm_backend import VLLMBackend, vllm_available

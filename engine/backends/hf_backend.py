@@ -126,6 +126,14 @@ class TransformersBackend(SwappingBackend):
                 f"the variant lacks {len(missing)} tensor(s) of the served model, e.g. {missing[0]}"
             )
 
+    def write_bound_s(self, ref: str | Path | None = None) -> float:
+        """Seconds to write a model-sized set of served tensors once on this device (a swap's bandwidth bound)."""
+        from engine.backends.resident import write_bound_s
+
+        ckpt = self._checkpoints.get(ref or self.start_model)
+        sources = [ckpt.get(name, device=self.device) for name in ckpt.tensor_names()]
+        return write_bound_s(sources, getattr(torch, self.dtype))
+
     # --- generation --------------------------------------------------------------------------------------------
     def _encode(self, prompts: list[Messages]) -> dict[str, torch.Tensor]:
         texts = [

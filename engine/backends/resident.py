@@ -154,3 +154,25 @@ class ResidentSet:
 
     def clear(self) -> None:
         self._resident.clear()
+
+
+def write_bound_s(sources: list[torch.Tensor], dtype: torch.dtype, repeats: int = 3) -> float:
+    """The memory-bandwidth bound of a swap on the tensors' device: the best of `repeats` timings of writing a
+    model-sized set of tensors of the served `dtype` once (each source copied into a preallocated buffer)."""
+    import time
+
+    targets = [torch.empty(t.shape, dtype=dtype, device=t.device) for t in sources]
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(sources)
+        begin = time.perf_counter()
+        for target, source in zip(targets, sources, strict=True):
+            target.copy_(source)
+        _sync(sources)
+        best = min(best, time.perf_counter() - begin)
+    return best
+
+
+def _sync(tensors: list[torch.Tensor]) -> None:
+    if tensors and tensors[0].device.type == "cuda":
+        torch.cuda.synchronize(tensors[0].device)

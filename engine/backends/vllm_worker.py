@@ -129,25 +129,12 @@ class MergeWorkerExtension:
         }
 
     def mergescope_write_bound(self, ref: str) -> dict[str, float]:
-        """The memory-bandwidth bound of a swap, measured on this device: the seconds to write a model-sized set of
-        tensors once (each tensor of checkpoint `ref` copied from memory into a preallocated buffer of the served
-        dtype; the copies are read first, so only the write pass is timed)."""
+        """The memory-bandwidth bound of a swap on this device: seconds to write checkpoint `ref`'s tensors once in
+        the served dtype (`engine.backends.resident.write_bound_s`)."""
+        from engine.backends.resident import write_bound_s
+
         ckpt = self._mergescope_checkpoints().get(ref)
         dtype = self._mergescope_dtype()
         sources = [ckpt.get(name, device=self.device) for name in ckpt.tensor_names()]
-        targets = [torch.empty(t.shape, dtype=dtype, device=self.device) for t in sources]
-        best = float("inf")
-        for _ in range(3):
-            _sync(self.device)
-            begin = time.perf_counter()
-            for target, source in zip(targets, sources, strict=True):
-                target.copy_(source)
-            _sync(self.device)
-            best = min(best, time.perf_counter() - begin)
-        nbytes = sum(t.numel() * t.element_size() for t in targets)
-        return {"seconds": best, "bytes": float(nbytes)}
-
-
-def _sync(device: torch.device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
+        nbytes = sum(t.numel() * dtype.itemsize for t in sources)
+        return {"seconds": write_bound_s(sources, dtype), "bytes": float(nbytes)}
