@@ -10,7 +10,8 @@ written to a temporary folder and swept with `--prompts` prompts of the demo gen
 row per size: engine start, swap (first: reads the resident inputs; then the median), the bandwidth bound (writing
 the served weights once, measured in the engine's worker in the same run), the restart a sweep without swaps pays
 per point (write the merged checkpoint + start an engine on it), generate and score per point, peak RSS, and how
-many replies differ between the swapped engine and the fresh one (must be 0).
+many replies differ between the swapped engine and the fresh one (must be 0). The synthetic shape (hidden 1024,
+vocab 32000) makes ~314 MB the smallest size; smaller requests give that.
 
 Swap path: one engine started on the general model; an N-point ω sweep (0..1) over all the family's suites, every
 prompt of every suite in one batched call per point, each point swapped in place; time per point split into
