@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.backends import GenerationSettings, make_backend
+from engine.backends import Backend, GenerationSettings, make_backend
+from engine.backends.lazy import LazyBackend
 from engine.commands.engine_args import add_engine_arguments, backend_options
 from engine.errors import ConfigError, MergescopeError
 from engine.store import ResultStore
 from engine.sweep import PointResult, SweepSpec, parse_named, parse_weights, prepare_sweep, run_sweep
+from evals.builtin import split_suite_refs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="SUITES",
-        help="suite folder, manifest, or a folder of suites (repeatable; default: the demo family's suites)",
+        help="built-in suite name (xstest, gsm8k, gsm8k-mini, humaneval...), suite folder, manifest, or a folder "
+        "of suites; comma lists and repeats add up (default: the demo family's suites)",
     )
     add_engine_arguments(parser)
     parser.add_argument("--csv", type=Path, help="also write the sweep's table as CSV")
@@ -140,7 +143,7 @@ def build_spec(args: argparse.Namespace) -> SweepSpec:
         if name is None:
             raise ConfigError(f"--reference {entry!r}: expected NAME=PATH")
         references[name] = path
-    suites = list(args.evals)
+    suites = split_suite_refs(args.evals)  # built-in names, comma lists: --evals xstest,gsm8k-mini
     if not any(given.values()):
         from engine.demo import load_family
 
@@ -241,6 +244,16 @@ def _start_engines(general: str, options: dict[str, Any], args: argparse.Namespa
     return make_backend(general, **options)
 
 
+def _planned_dtype(general: str, options: dict[str, Any], args: argparse.Namespace) -> str | None:
+    """The serving dtype, known before any engine starts (results are looked up by it). For a Ray cluster the
+    engines' machines decide (None here: the pool reports it once started)."""
+    from engine.backends.machine import serving_dtype
+
+    if args.ray_address:
+        return None if options["dtype"] in (None, "auto") else options["dtype"]
+    return serving_dtype(options["dtype"], general, device=options["device"])
+
+
 def _describe(backend: Any, seconds: float) -> str:
     """The ready line: which backend, how fast it started, the serving dtype (part of every result's key)."""
     info = backend.describe()
@@ -266,8 +279,18 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
     options = backend_options(args)
     with ResultStore(args.store) as store:
         start = time.perf_counter()
-        backend = _start_engines(spec.general, options, args, err)
-        print(f"{_describe(backend, time.perf_counter() - start)}", file=err, flush=True)
+
+        def start_engine() -> Backend:
+            # Only when a point needs generation: a sweep whose results are all stored starts no engine.
+            return _start_engines(spec.general, options, args, err)
+
+        backend = LazyBackend(
+            spec.general,
+            start_engine,
+            kind=args.backend,
+            dtype=_planned_dtype(spec.general, options, args),
+            on_start=lambda b, s: print(_describe(b, s), file=err, flush=True),
+        )
         results: list[PointResult] = []
         try:
             for result in run_sweep(
@@ -292,7 +315,8 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
             ) from exc
         finally:
             backend.close()
-        print(f"sweep done in {time.perf_counter() - start:.1f}s (engine start included)", file=err)
+        how = "engine start included" if backend.started else "every result was in the store; no engine started"
+        print(f"sweep done in {time.perf_counter() - start:.1f}s ({how})", file=err)
         if backend.swap_path is not None:
             print(f"weight swaps: {backend.swap_path} path ({backend.swap_reason})", file=err)
         print(format_table(results, prepared.heuristic), file=out)
