@@ -201,6 +201,11 @@ def evaluate_suite(suite: LMEvalSuite, backend: SwappingBackend, variant: MergeC
 
     from evals.lm_eval_suite import result_from_samples
 
+    if not callable(getattr(backend, "loglikelihood", None)):  # an engine pool serves chat suites only
+        raise BackendError(
+            f"{suite.ref}: lm-eval suites need a single engine ({type(backend).__name__} cannot score "
+            "log-likelihoods); run them without --workers"
+        )
     lm = MergescopeLM(backend, variant)
     try:
         out = evaluate(lm, suite.task_dict, log_samples=True, bootstrap_iters=0)

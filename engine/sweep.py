@@ -375,6 +375,82 @@ def suite_settings(suite: Suite, defaults: GenerationSettings) -> GenerationSett
     return GenerationSettings.from_mapping(values, where=f"suite {suite.name} generation")
 
 
+def serving_settings(settings: GenerationSettings, backend: Backend) -> dict[str, Any]:
+    """What a result's store key records of how it was generated: the sampling settings and the serving dtype
+    (float32 and bfloat16 replies differ). A backend must know its dtype before its engine starts."""
+    out = settings.to_dict()
+    dtype = getattr(backend, "dtype", None)
+    if dtype is not None:
+        out["serving_dtype"] = str(dtype)
+    return out
+
+
+# One generation request: (variant or None for the start model, chat prompts, per-prompt settings).
+Job = tuple["MergeConfig | None", list[list[dict[str, str]]], list[GenerationSettings]]
+
+
+@dataclass
+class _PointPlan:
+    """One point's store keys, the suite results already stored, and the generation job for the rest."""
+
+    vkey: str
+    keys: dict[str, str]
+    results: dict[str, SuiteResult]
+    todo: list[Suite]
+    job: Job | None
+
+
+def _plan(
+    point: Point,
+    prepared: PreparedSweep,
+    store: ResultStore,
+    settings: Mapping[str, GenerationSettings],
+    serving: Mapping[str, dict[str, Any]],
+    start_model: Path,
+) -> _PointPlan:
+    from evals import SuiteResult
+
+    identity = variant_identity(point.config, prepared.identities)
+    keys = {s.name: result_key(identity, s.key(), serving[s.name]) for s in prepared.suites}
+    results: dict[str, SuiteResult] = {}
+    for suite in prepared.suites:
+        stored = store.get(keys[suite.name])
+        if stored is not None:
+            results[suite.name] = SuiteResult.from_dict(stored["payload"])
+    todo = [s for s in prepared.suites if s.name not in results]
+    from evals.lm_eval_suite import LMEvalSuite
+
+    # lm-eval suites drive the backend themselves (run_sweep); the job is the chat suites' prompts.
+    chat = [s for s in todo if not isinstance(s, LMEvalSuite)]
+    prompts: list[list[dict[str, str]]] = []
+    per_prompt: list[GenerationSettings] = []
+    for suite in chat:
+        prompts += suite.prompts()
+        per_prompt += [settings[suite.name]] * len(suite.items)
+    job = (_variant(point, start_model), prompts, per_prompt) if chat else None
+    return _PointPlan(stable_hash(identity)[:16], keys, results, todo, job)
+
+
+def _variant(point: Point, start_model: Path) -> MergeConfig | None:
+    """The config to swap in for `point`; None for the reference that is the backend's own start model (no swap)."""
+    if point.kind == "reference" and _loads(point.config) == start_model:
+        return None
+    return point.config
+
+
+def generate_all(backend: Backend, jobs: list[Job]) -> Iterator[tuple[list[str], dict[str, float]]]:
+    """(replies, timings) for each (variant, prompts, settings) job, in order. A backend with its own
+    `generate_all` (an engine pool) runs jobs concurrently; one engine runs them one at a time, each only when
+    asked for."""
+    own = getattr(backend, "generate_all", None)
+    if own is not None:
+        yield from own(jobs)
+        return
+    for variant, prompts, per_prompt in jobs:
+        replies = backend.generate(variant, prompts, per_prompt)
+        yield replies, dict(backend.last_timings)
+
+
 def run_sweep(
     spec: SweepSpec | PreparedSweep,
     backend: Backend,
@@ -383,42 +459,32 @@ def run_sweep(
 ) -> Iterator[PointResult]:
     """Evaluate every point; yields each PointResult as it finishes. Each (point, suite) result is committed to
     the store the moment it is scored, so stopping (or crashing) at any time loses nothing already done."""
-    from evals import SuiteResult, aggregate, score_suite
+    from evals import aggregate, score_suite
 
     prepared = spec if isinstance(spec, PreparedSweep) else prepare_sweep(spec)
     spec = prepared.spec
     sweep_id = store.begin_sweep(prepared.store_spec())
     settings = {s.name: suite_settings(s, spec.settings) for s in prepared.suites}
+    serving = {name: serving_settings(value, backend) for name, value in settings.items()}
     start_model = Path(getattr(backend, "start_model", "")).resolve()
     total = len(prepared.points)
 
-    for index, point in enumerate(prepared.points):
-        identity = variant_identity(point.config, prepared.identities)
-        vkey = stable_hash(identity)[:16]
-        keys = {s.name: result_key(identity, s.key(), settings[s.name].to_dict()) for s in prepared.suites}
-        results: dict[str, SuiteResult] = {}
-        for suite in prepared.suites:
-            stored = store.get(keys[suite.name])
-            if stored is not None:
-                results[suite.name] = SuiteResult.from_dict(stored["payload"])
-        todo = [s for s in prepared.suites if s.name not in results]
+    plans = [_plan(point, prepared, store, settings, serving, start_model) for point in prepared.points]
+    # Generation is asked for lazily, point by point in order (a pool runs ahead on its other engines): the
+    # store is written as each point's replies arrive, so a stop at any time keeps every finished point.
+    outputs = generate_all(backend, [plan.job for plan in plans if plan.job])
+
+    for index, (point, plan) in enumerate(zip(prepared.points, plans, strict=True)):
+        vkey, keys, results, todo = plan.vkey, plan.keys, plan.results, plan.todo
         timings = {"swap_s": 0.0, "generate_s": 0.0, "score_s": 0.0}
         if todo:
-            # The reference that is the backend's own start model needs no swap: variant None.
-            variant = point.config
-            if point.kind == "reference" and _loads(point.config) == start_model:
-                variant = None
+            variant = plan.job[0] if plan.job else _variant(point, start_model)
             fresh = _evaluate_lm_eval(todo, backend, variant, timings)
-            chat = [s for s in todo if s.name not in fresh]
-            prompts: list[list[dict[str, str]]] = []
-            per_prompt: list[GenerationSettings] = []
-            for suite in chat:
-                prompts += suite.prompts()
-                per_prompt += [settings[suite.name]] * len(suite.items)
-            if chat:
-                replies = backend.generate(variant, prompts, per_prompt)
-                timings["swap_s"] += backend.last_timings["swap_s"]
-                timings["generate_s"] += backend.last_timings["generate_s"]
+            replies: list[str] = []
+            if plan.job:
+                replies, generated = next(outputs)
+                for name in ("swap_s", "generate_s"):
+                    timings[name] += generated.get(name, 0.0)
             begin = time.perf_counter()
             offset = 0
             for suite in todo:

@@ -127,6 +127,10 @@ class SwappingBackend:
         self.loaded_key: str | None = START_KEY
         self.last_timings: dict[str, float] = {"swap_s": 0.0, "generate_s": 0.0}
         self.swaps = 0  # how many real weight swaps happened (tests and benches read it)
+        self.dtype = "float32"  # the serving dtype (subclasses set the one they chose)
+        # Which path the last merge swap took ("resident" / "streaming") and why; None before the first.
+        self.swap_path: str | None = None
+        self.swap_reason = "no merge swapped yet"
         # A plain Lock, not an RLock: a streaming generator may be resumed (and finished) on another thread than the
         # one that started it (web servers run generator steps in a thread pool), and an RLock must be released
         # by its owner thread.
@@ -234,6 +238,16 @@ class SwappingBackend:
             out = work(*args)
             self.last_timings = {"swap_s": swap_s, "generate_s": time.perf_counter() - start}
         return out
+
+    def describe(self) -> dict[str, Any]:
+        """What a dashboard shows about the engine: backend kind, serving dtype, swap path and why."""
+        return {
+            "backend": self.kind,
+            "dtype": self.dtype,
+            "swap_path": self.swap_path,
+            "swap_reason": self.swap_reason,
+            "start_model": str(self.start_model),
+        }
 
     def close(self) -> None:
         with self._lock:

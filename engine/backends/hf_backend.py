@@ -6,6 +6,7 @@ model object, no disk write). Generation is batched per distinct settings, left-
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,8 @@ from engine.errors import BackendError
 if TYPE_CHECKING:
     from engine.config import MergeConfig
 
+log = logging.getLogger(__name__)
+
 
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -36,15 +39,27 @@ class TransformersBackend(SwappingBackend):
     kind = "transformers"
 
     def __init__(
-        self, start_model: str | Path, *, device: str | None = None, dtype: str | None = None
+        self,
+        start_model: str | Path,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        resident: str = "auto",
     ) -> None:
+        from engine.backends.machine import RESIDENT_MODES, serving_dtype
+        from engine.backends.resident import ResidentSet
+
         super().__init__(start_model)
         self._checkpoints = CheckpointCache()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = torch.device(device if device not in (None, "auto") else _default_device())
-        # float32 on CPU: bfloat16 matmuls are slow there; on a GPU keep the checkpoint's own dtype.
-        torch_dtype: Any = dtype or ("auto" if self.device.type == "cuda" else torch.float32)
+        if resident not in RESIDENT_MODES:
+            raise BackendError(f"resident swaps {resident!r}: choose one of {', '.join(RESIDENT_MODES)}")
+        self._resident = ResidentSet(self.device, resident)
+        # float32 on a CPU without native bf16 (emulated bf16 matmuls are slow); see engine.backends.machine.
+        self.dtype = serving_dtype(dtype, self.start_model, device=self.device.type)
+        torch_dtype: Any = getattr(torch, self.dtype)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.start_model, trust_remote_code=False)
             self.model = AutoModelForCausalLM.from_pretrained(
@@ -62,6 +77,19 @@ class TransformersBackend(SwappingBackend):
             name for name in self.model.state_dict() if name not in self._params and name.endswith(".weight")
         }
 
+    @property
+    def resident_mode(self) -> str:
+        """auto / on / off: whether swaps merge from resident inputs (settable between swaps)."""
+        return self._resident.mode
+
+    @resident_mode.setter
+    def resident_mode(self, mode: str) -> None:
+        from engine.backends.machine import RESIDENT_MODES
+
+        if mode not in RESIDENT_MODES:
+            raise BackendError(f"resident swaps {mode!r}: choose one of {', '.join(RESIDENT_MODES)}")
+        self._resident.mode = mode
+
     # --- swaps -------------------------------------------------------------------------------------------------
     def _tensor_stream(self, variant: MergeConfig | None) -> Iterator[tuple[str, torch.Tensor]]:
         path = self.start_model if variant is None else single_checkpoint(variant)
@@ -71,7 +99,12 @@ class TransformersBackend(SwappingBackend):
         from engine.merge import merge_tensors
 
         checkpoints = self._checkpoints.for_refs(config_refs(variant))
-        return merge_tensors(variant, device=self.device, checkpoints=checkpoints)
+        inputs = self._resident.for_config(variant, checkpoints)
+        swap_path = "streaming" if inputs is None else "resident"
+        if swap_path != self.swap_path:
+            log.info("transformers weight swaps: %s path (%s)", swap_path, self._resident.last_reason)
+        self.swap_path, self.swap_reason = swap_path, self._resident.last_reason
+        return merge_tensors(variant, device=self.device, checkpoints=inputs or checkpoints)
 
     @torch.no_grad()
     def _load(self, variant: MergeConfig | None) -> None:
@@ -93,6 +126,14 @@ class TransformersBackend(SwappingBackend):
             raise BackendError(
                 f"the variant lacks {len(missing)} tensor(s) of the served model, e.g. {missing[0]}"
             )
+
+    def write_bound_s(self, ref: str | Path | None = None) -> float:
+        """Seconds to write a model-sized set of served tensors once on this device (a swap's bandwidth bound)."""
+        from engine.backends.resident import write_bound_s
+
+        ckpt = self._checkpoints.get(ref or self.start_model)
+        sources = [ckpt.get(name, device=self.device) for name in ckpt.tensor_names()]
+        return write_bound_s(sources, getattr(torch, self.dtype))
 
     # --- generation --------------------------------------------------------------------------------------------
     def _encode(self, prompts: list[Messages]) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import os
 import re
 import threading
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from engine.config import MergeConfig
 
 WORKER_EXTENSION = "engine.backends.vllm_worker.MergeWorkerExtension"
+
+log = logging.getLogger(__name__)
 
 # Small KV cache by default: this machine has 24 GB shared by everything (GiB; the user's value wins).
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -116,13 +119,33 @@ def _watch_engine(llm: Any, closing: Callable[[], bool]) -> None:
 class VLLMBackend(SwappingBackend):
     kind = "vllm"
 
-    def __init__(self, start_model: str | Path, *, device: str | None = None, **llm_kwargs: Any) -> None:
+    def __init__(
+        self,
+        start_model: str | Path,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        resident: str = "auto",
+        tensor_parallel_size: int = 1,
+        pipeline_parallel_size: int = 1,
+        **llm_kwargs: Any,
+    ) -> None:
+        from engine.backends.machine import RESIDENT_MODES, serving_dtype
+
         super().__init__(start_model)
         self._stream_ids = itertools.count()
+        if resident not in RESIDENT_MODES:
+            raise BackendError(f"resident swaps {resident!r}: choose one of {', '.join(RESIDENT_MODES)}")
+        for flag, size in (("--tensor-parallel-size", tensor_parallel_size),
+                           ("--pipeline-parallel-size", pipeline_parallel_size)):  # fmt: skip
+            if int(size) < 1:
+                raise BackendError(f"{flag} must be >= 1, got {size}")
+        self.resident_mode = resident
         if not (self.start_model / "config.json").is_file():
             raise BackendError(
                 f"cannot start vLLM: {self.start_model} is not a checkpoint folder (no config.json)"
             )
+        self.dtype = serving_dtype(dtype, self.start_model, device=device)
         try:
             from vllm import LLM
 
@@ -132,6 +155,9 @@ class VLLMBackend(SwappingBackend):
                 "seed": 0,
                 "max_model_len": _max_model_len(self.start_model),
                 "trust_remote_code": False,
+                "dtype": self.dtype,
+                "tensor_parallel_size": int(tensor_parallel_size),
+                "pipeline_parallel_size": int(pipeline_parallel_size),
             }
             if device is not None and device != "auto":
                 options["device"] = device
@@ -157,8 +183,20 @@ class VLLMBackend(SwappingBackend):
         if path is not None:
             self._rpc("mergescope_load_checkpoint", str(path))
         else:
-            self._rpc("mergescope_load_merge", variant.to_yaml())
+            # One answer per worker (tensor/pipeline-parallel ranks); each rank holds its own inputs.
+            answers = self._rpc("mergescope_load_merge", variant.to_yaml(), self.resident_mode)
+            paths = sorted({a["path"] for a in answers})
+            swap_path = paths[0] if len(paths) == 1 else "mixed"
+            if swap_path != self.swap_path:
+                log.info("vLLM weight swaps: %s path (%s)", swap_path, answers[0]["reason"])
+            self.swap_path, self.swap_reason = swap_path, answers[0]["reason"]
         self.llm.reset_prefix_cache()
+
+    def write_bound_s(self, ref: str | Path | None = None) -> float:
+        """Seconds to write a model-sized set of served tensors once on the engine device (the bandwidth bound a
+        swap is measured against; `ref` defaults to the start model)."""
+        answers = self._rpc("mergescope_write_bound", str(ref or self.start_model))
+        return max(a["seconds"] for a in answers)
 
     # --- generation --------------------------------------------------------------------------------------------
     def _generate(self, prompts: list[Messages], settings: list[GenerationSettings]) -> list[str]:
