@@ -172,9 +172,7 @@ class _Job:
     def run(self) -> torch.Tensor:
         return self.combine(self.load())
 
-    def streamed(
-        self, rows: int, rows_per: int, numel: int, done: Callable[[], None]
-    ) -> Iterator[torch.Tensor]:
+    def streamed(self, rows: int, rows_per: int, numel: int, done: Callable[[], None]) -> Iterator[torch.Tensor]:
         """The method's multi-pass chunked form (rank selection, random drop with the L1 rescale): each pass
         re-reads the inputs chunk by chunk."""
         ckpts = [self.base, *self.inputs]
@@ -187,9 +185,7 @@ class _Job:
                 yield base, tensors
 
         try:
-            stream = self.method.stream(
-                read_chunks, numel, self.model_params, self.params, generator=self.generator
-            )
+            stream = self.method.stream(read_chunks, numel, self.model_params, self.params, generator=self.generator)
             for chunk in stream:
                 yield chunk.to(self.target)
         except MergescopeError:

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import fs
 from engine.errors import ConfigError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -35,8 +36,21 @@ class PathPolicy:
         return cls(roots)
 
     def allowed(self, path: Path) -> bool:
-        resolved = path.expanduser().resolve()
+        """Inside a root once every symlink is followed (a link that points out is outside). A symlink loop is a
+        named error, not a traceback."""
+        resolved = fs.resolve(path, "path")
         return any(_inside(resolved, root) for root in self.roots)
+
+    @staticmethod
+    def _path(text: str, field: str) -> Path:
+        # Text from the page may hold anything: a NUL byte makes every os call raise ValueError.
+        if "\x00" in text:
+            raise ConfigError(f"{field}: the path contains a NUL character")
+        if len(text) > 4096:
+            raise ConfigError(f"{field}: a path of {len(text)} characters is too long")
+        path = Path(text).expanduser()
+        fs.resolve(path, field)  # a symlink loop: a named error here, not "does not exist" or a traceback later
+        return path
 
     def checkpoint(self, text: str, *, field: str) -> str:
         """A checkpoint reference from the page: a local folder inside the roots (returned resolved), or a hub id
@@ -44,7 +58,7 @@ class PathPolicy:
         text = (text or "").strip()
         if not text:
             raise ConfigError(f"{field}: no checkpoint given")
-        path = Path(text).expanduser()
+        path = self._path(text, field)
         if path.exists():
             if not self.allowed(path):
                 raise ConfigError(f"{field}: {text} is outside the allowed roots ({self.describe()})")
@@ -58,7 +72,7 @@ class PathPolicy:
         text = (text or "").strip()
         if not text:
             raise ConfigError(f"{field}: no path given")
-        path = Path(text).expanduser()
+        path = self._path(text, field)
         if not path.exists():
             raise ConfigError(f"{field}: {text} does not exist")
         if not self.allowed(path):
@@ -69,7 +83,7 @@ class PathPolicy:
         text = (text or "").strip()
         if not text:
             raise ConfigError(f"{field}: no output folder given")
-        path = Path(text).expanduser()
+        path = self._path(text, field)
         if not self.allowed(path):
             raise ConfigError(f"{field}: {text} is outside the allowed roots ({self.describe()})")
         return path.resolve()

@@ -31,9 +31,7 @@ class _QuietExpected(logging.Filter):
         if record.msg == "%s: Failed to load weights" and args:
             return not str(args[0]).endswith(_BUFFER_ONLY_LAYERS)
         if str(record.msg).startswith("Attempted to load weight %s with dtype") and len(args) == 3:
-            return not (
-                str(args[1]) == "torch.float32" and str(args[2]) in ("torch.bfloat16", "torch.float16")
-            )
+            return not (str(args[1]) == "torch.float32" and str(args[2]) in ("torch.bfloat16", "torch.float16"))
         return True
 
 

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+from pathlib import Path
 from typing import TextIO
 
 from engine.errors import ConfigError, MergeError
@@ -47,9 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["float32", "float16", "bfloat16", "float64"],
         help="output dtype (default: the config's out_dtype, else its dtype, else the inputs' dtype)",
     )
-    parser.add_argument(
-        "--shard-size", default="2GB", help="maximum shard size, e.g. 2GB, 500MB (default 2GB)"
-    )
+    parser.add_argument("--shard-size", default="2GB", help="maximum shard size, e.g. 2GB, 500MB (default 2GB)")
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     parser.add_argument(
         "--allow-pickle",
@@ -106,7 +105,7 @@ def run(args: argparse.Namespace, *, err: TextIO | None = None) -> int:
         raise MergeError(f"--device {args.device}: no CUDA device is available here")
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"--device {args.device}: only cpu and cuda are supported")
-    config = load_config(args.config)
+    config = load_config(Path(args.config))  # always a file here, whatever its suffix
     if args.threads < 1:
         raise ConfigError(f"--threads: must be at least 1, got {args.threads}")
     # Process-wide settings, restored afterwards (the command also runs in-process, e.g. from tests).

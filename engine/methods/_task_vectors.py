@@ -253,13 +253,7 @@ def merge(
 
     # A whole tensor is the one-chunk case of the streamed form: one implementation for both.
     stream = stream_merge(
-        one_chunk,
-        base.numel(),
-        model_params,
-        params,
-        sparsifier=sparsifier,
-        consensus=consensus,
-        generator=generator,
+        one_chunk, base.numel(), model_params, params, sparsifier=sparsifier, consensus=consensus, generator=generator
     )
     return next(stream)
 
@@ -306,9 +300,7 @@ def stream_merge(
       - the merging pass, chunk by chunk."""
     densities = [float(p.get("density", 1.0)) for p in model_params]
     extras = [{k: float(p[k]) for k in ("gamma", "epsilon") if k in p} for p in model_params]
-    sparse = [
-        sparsifier is not None and d < 1 for d in densities
-    ]  # mergekit leaves a density-1 delta untouched
+    sparse = [sparsifier is not None and d < 1 for d in densities]  # mergekit leaves a density-1 delta untouched
     if sparsifier in RANDOM_SPARSIFIERS:
         start = generator.get_state() if generator is not None else None
 
@@ -320,10 +312,7 @@ def stream_merge(
                 generator.set_state(start)
     else:
         make = RANK_SELECTORS.get(sparsifier)
-        selectors = [
-            make(numel, d, **x) if make and on else None
-            for d, x, on in zip(densities, extras, sparse, strict=True)
-        ]
+        selectors = [make(numel, d, **x) if make and on else None for d, x, on in zip(densities, extras, sparse, strict=True)]
         _count(read_chunks, selectors)
 
         def keep_mask(i: int, delta: torch.Tensor) -> torch.Tensor:

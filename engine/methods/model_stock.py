@@ -72,9 +72,7 @@ def stream(
     k = gram.shape[0]
     norms = gram.diagonal().sqrt()
     cosines = [
-        (gram[i, j] / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1, 1)
-        for i in range(k)
-        for j in range(i + 1, k)
+        (gram[i, j] / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1, 1) for i in range(k) for j in range(i + 1, k)
     ]
     t = float(ratio(torch.stack(cosines).mean(), k))
     for base, tensors in read_chunks():
