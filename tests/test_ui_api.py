@@ -197,12 +197,99 @@ def test_bad_input_is_a_message_and_the_app_keeps_running(ui):
     assert out[-1].startswith("Loaded")
 
 
+# --- click-to-chat, behaviour browser, blind votes, CSV import (issue 13) ----------------------------------------
+@pytest.mark.vllm
+def test_clicked_plot_point_joins_the_chat_picker(swept):
+    c, (trade, *_rest) = swept
+    labels = [cd for t in plot_traces(trade) for cd in t.get("customdata") or []]
+    assert "ω=1" in labels  # the label the page's click listener sends
+
+    def click(picked: list[str], label: str) -> list[str] | None:
+        out = c.predict(picked, json.dumps({"label": label, "nonce": len(picked)}), api_name="/plot_click")
+        return out.get("value") if isinstance(out, dict) else out  # an update, or no change at all
+
+    assert click([], "ω=1") == ["ω=1"]
+    assert click(["ω=0"], "ω=1") == ["ω=0", "ω=1"]
+    assert click(["ω=0"], "no-such-point") is None  # unknown labels change nothing
+
+
+@pytest.mark.vllm
+def test_behaviour_browser_and_the_browse_command_show_the_same_table(swept, ui, tmp_path, capsys):
+    from engine.cli import main
+
+    c, _ = swept
+    harmful = next(Path(p).name for p in ui["family"].suites if "harmful" in Path(p).name)
+    table, summary = c.predict(harmful, "flips", None, None, "", api_name="/browse")
+    assert f"of `{harmful}`" in summary
+    header = table["headers"]
+    variants = [h for h in header if h.startswith("ω=")]
+    first, last = header.index(variants[0]), header.index(variants[-1])
+    # The sweep stored replies of the general model's tendency to comply at ω=0 and of the safety skill at ω=1.
+    flips = [row for row in table["data"] if row[first] == "complied" and row[last] == "refused"]
+    assert flips, "no harmful item flips from complied to refused as ω grows"
+    item, prompt = flips[0][0], flips[0][3]
+    chat_prompt, detail = c.predict(harmful, item, api_name="/browse_item")
+    assert chat_prompt == prompt and item in detail and "refused" in detail
+    out = tmp_path / "flips.csv"
+    store = ui["work"] / "results.db"
+    assert main(["browse", "--store", str(store), "--suite", harmful, "--filter", "flips", "--csv", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = list(csv.reader(io.StringIO(out.read_text())))
+    assert rows[0][: len(header)] == header
+    assert [r[: len(header)] for r in rows[1:]] == [[str(x) for x in r] for r in table["data"]]
+    assert item in printed
+
+
+@pytest.mark.vllm
+def test_blind_votes_feed_the_strength_plot_and_export(swept, ui):
+    c, _ = swept
+    prompt = c.predict("", api_name="/ab_draw")
+    assert prompt.strip()
+    counts = []
+    for verdict in ("A", "B", "A"):
+        reply_a, reply_b, reveal = c.predict("ω=0", "ω=1", prompt, api_name="/ab_ask")
+        assert reply_a.strip() and reply_b.strip() and reveal == ""
+        revealed, plot, count = c.predict(None, api_name=f"/ab_vote_{verdict}")
+        assert "A was" in revealed and {"ω=0", "ω=1"} == {
+            x.split("</b>")[0] for x in revealed.split("<b>")[2:]
+        }
+        counts.append(count)
+    assert counts[-1].startswith("3 votes")
+    strength = next(t for t in plot_traces(plot) if t["name"].startswith("vote strength"))
+    assert sorted(strength["customdata"]) == ["ω=0", "ω=1"]
+    assert any(t["name"].endswith("(automatic)") for t in plot_traces(plot))
+    with pytest.raises(gradio_client.exceptions.AppError, match="ask both variants first"):
+        c.predict(None, api_name="/ab_vote_tie")  # one vote per answered pair
+    lines = [json.loads(x) for x in Path(c.predict(api_name="/ab_export")).read_text().splitlines()]
+    assert len(lines) == 3 and all(v["prompt"] == prompt and v["reply_a"] and v["reply_b"] for v in lines)
+
+
+@pytest.mark.vllm
+def test_imported_reference_csv_is_drawn_and_marked(swept, tmp_path):
+    c, _ = swept
+    path = tmp_path / "paper.csv"
+    path.write_text("variant,omega,general,harmful_refusal,benign_compliance\nPaper PTM,0.2,41,88,70\n")
+    trade, safety, note = c.predict(gradio_client.handle_file(str(path)), None, api_name="/import_csv")
+    assert "Imported 1 reference points" in note
+    for fig in (trade, safety):
+        imported = next(t for t in plot_traces(fig) if t["name"] == "imported (CSV)")
+        assert imported["text"] == ["Paper PTM (imported)"]
+    assert next(t for t in plot_traces(trade) if t["name"] == "imported (CSV)")["x"] == [pytest.approx(0.41)]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("variant,general\nx,lots\n")
+    with pytest.raises(gradio_client.exceptions.AppError, match="bad.csv, line 2, column 'general'"):
+        c.predict(gradio_client.handle_file(str(bad)), None, api_name="/import_csv")
+
+
 # --- fast checks of the command and the path policy (no engine) -------------------------------------------------
 def test_ui_command_defaults_are_safe():
     from engine.cli import build_parser
 
     args = build_parser(["ui"]).parse_args(["ui"])
-    assert args.host == "127.0.0.1" and args.share is False and args.auth is None
+    from ui.cli import server_address
+
+    assert server_address(args.host, args.port, env={}) == ("127.0.0.1", 7860)
+    assert args.share is False and args.auth is None
     args = build_parser(["ui"]).parse_args(
         ["ui", "--allowed-root", "/a", "--allowed-root", "/b", "--auth", "u:p"]
     )

@@ -108,10 +108,13 @@ def layout(ctx: AppContext) -> SimpleNamespace:
     gr.Markdown(
         "Two variants answer the same prompt as **A** and **B**, in random order; vote, then see which was which."
     )
+    # Custom values allowed: API callers name suites and points directly; the handlers check them against the store.
     with gr.Row():
-        first = gr.Dropdown([], label="one variant", elem_id="ab-first")
-        second = gr.Dropdown([], label="the other", elem_id="ab-second")
-        suite = gr.Dropdown([], label="draw prompts from (empty: any suite)", elem_id="ab-suite")
+        first = gr.Dropdown([], label="one variant", elem_id="ab-first", allow_custom_value=True)
+        second = gr.Dropdown([], label="the other", elem_id="ab-second", allow_custom_value=True)
+        suite = gr.Dropdown(
+            [], label="draw prompts from (empty: any suite)", elem_id="ab-suite", allow_custom_value=True
+        )
     prompt = gr.Textbox(label="prompt", elem_id="ab-prompt")
     with gr.Row():
         draw_btn = gr.Button("Draw a prompt", elem_id="ab-draw")

@@ -84,11 +84,12 @@ def layout(ctx: AppContext) -> SimpleNamespace:
         "Every stored reply of the current sweep, item by item: one column per ω and reference model. "
         "Select a row to read each point's reply and put its prompt in the **Chat** tab."
     )
+    # Custom values allowed: API callers name suites and points directly; the handlers check them against the store.
     with gr.Row():
-        suite = gr.Dropdown([], label="suite", elem_id="browse-suite")
+        suite = gr.Dropdown([], label="suite", elem_id="browse-suite", allow_custom_value=True)
         mode = gr.Radio(MODES, value="all", label="show", elem_id="browse-mode")
-        a = gr.Dropdown([], label="point A (for 'disagree')", elem_id="browse-a")
-        b = gr.Dropdown([], label="point B", elem_id="browse-b")
+        a = gr.Dropdown([], label="point A (for 'disagree')", elem_id="browse-a", allow_custom_value=True)
+        b = gr.Dropdown([], label="point B", elem_id="browse-b", allow_custom_value=True)
         search = gr.Textbox(label="search (id, prompt, replies)", elem_id="browse-search")
     summary = gr.Markdown(elem_id="browse-summary")
     table = gr.Dataframe(interactive=False, elem_id="browse-table", wrap=True, max_height=420)
