@@ -612,14 +612,15 @@ def test_path_policy_accepts_inside(policy):
 
 
 def test_huge_prompt_is_refused_by_size(family):
-    """A prompt far past the context (20,000 characters for 256 positions) stops with a BackendError naming the context limit, before the model runs."""
+    """A prompt far past the context (2,000 characters for 256 positions) stops with a BackendError naming the
+    context limit, before the model runs."""
     from engine.backends.hf_backend import TransformersBackend
     from engine.errors import BackendError
 
     backend = TransformersBackend(family["a"])
     try:
         with pytest.raises(BackendError, match="prompt too long.*context of 256"):
-            backend.generate(None, [[{"role": "user", "content": "x" * 20_000}]], backend_settings())
+            backend.generate(None, [[{"role": "user", "content": "x" * 2_000}]], backend_settings())
         assert backend.generate(None, [[{"role": "user", "content": "hi"}]], backend_settings())[0] is not None
     finally:
         backend.close()
