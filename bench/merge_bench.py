@@ -5,7 +5,8 @@
 Builds (once, cached in --work) a synthetic Llama-shaped family: a base and two fine-tunes, float32, sharded
 with an index, each about --size-gb. Then, in one run, each as a separate process (whole-process wall time,
 imports included; peak RSS from the kernel's rusage of that process):
-  - mergescope task_arithmetic and ties (`mergescope merge`; `--methods` adds breadcrumbs, dare_ties, slerp),
+  - mergescope task_arithmetic and ties (`mergescope merge`; `--methods` picks others: breadcrumbs, dare_ties,
+    slerp, arcee_fusion, nuslerp, karcher, multislerp, nearswap, ram, ramplus_tl, sce; `all` for every one),
   - mergekit's same YAML (`mergekit-yaml` from this venv, else from a venv the bench makes in --work),
   - the streaming limit: read the three inputs and write one output of the same size with plain file I/O.
 Page cache: the inputs are read right before each measured run (warm-up) and fit in RAM, so every run starts
@@ -57,6 +58,19 @@ CONFIGS = {
     "  - {{model: {a}, parameters: {{weight: 1.0, density: 0.5}}}}\n"
     "  - {{model: {b}, parameters: {{weight: 0.3, density: 0.5}}}}\n",
     "slerp": "merge_method: slerp\nbase_model: {base}\nmodels:\n  - {{model: {a}}}\nparameters: {{t: 0.4}}\n",
+    "arcee_fusion": "merge_method: arcee_fusion\nbase_model: {base}\nmodels:\n  - {{model: {a}}}\n",
+    "nuslerp": "merge_method: nuslerp\nbase_model: {base}\nmodels:\n"
+    "  - {{model: {a}, parameters: {{weight: 0.6}}}}\n  - {{model: {b}, parameters: {{weight: 0.4}}}}\n",
+    "karcher": "merge_method: karcher\nmodels:\n  - {{model: {base}}}\n  - {{model: {a}}}\n  - {{model: {b}}}\n",
+    "multislerp": "merge_method: multislerp\nbase_model: {base}\nmodels:\n"
+    "  - {{model: {a}, parameters: {{weight: 0.6}}}}\n  - {{model: {b}, parameters: {{weight: 0.4}}}}\n",
+    "nearswap": "merge_method: nearswap\nbase_model: {base}\nmodels:\n  - {{model: {a}}}\nparameters: {{t: 0.001}}\n",
+    "ram": "merge_method: ram\nbase_model: {base}\nmodels:\n  - {{model: {a}}}\n  - {{model: {b}}}\n"
+    "parameters: {{epsilon: 0.0005}}\n",
+    "ramplus_tl": "merge_method: ramplus_tl\nbase_model: {base}\nmodels:\n  - {{model: {a}}}\n  - {{model: {b}}}\n"
+    "parameters: {{epsilon: 0.0005}}\n",
+    "sce": "merge_method: sce\nbase_model: {base}\nmodels:\n  - {{model: {a}}}\n  - {{model: {b}}}\n"
+    "parameters: {{select_topk: 0.5}}\n",
 }
 DEFAULT_METHODS = "task_arithmetic,ties"
 
@@ -120,16 +134,20 @@ def build_family(work: Path, size_gb: float) -> dict[str, Path]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size-gb", type=float, default=1.5, help="size of each input checkpoint (GB)")
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "mergescope-bench"))
     parser.add_argument("--device", default="cpu", help="mergescope's --device (cuda when there is a GPU)")
     parser.add_argument("--skip-mergekit", action="store_true")
     parser.add_argument(
-        "--methods", default=DEFAULT_METHODS, help=f"comma list of {', '.join(CONFIGS)} (default {DEFAULT_METHODS})"
+        "--methods",
+        default=DEFAULT_METHODS,
+        help=f"comma list of {', '.join(CONFIGS)} (default {DEFAULT_METHODS})",
     )
     args = parser.parse_args()
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = list(CONFIGS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in CONFIGS]
     if unknown:
         parser.error(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")

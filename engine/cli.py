@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("engine.commands.inspect", "compatibility report for a set of checkpoints"),
     "merge": ("engine.commands.merge", "merge checkpoints from a mergekit YAML config"),
     "sweep": ("engine.commands.sweep", "sweep mixture weights, evaluate every point, store the results"),
+    "browse": ("engine.commands.browse", "a stored sweep's replies item by item across ω (behaviour table)"),
+    "score": ("engine.commands.score", "score replies produced elsewhere (or a sweep's stored replies) on a suite"),
     "ui": ("ui.cli", "launch the dashboard (default: the embedded demo family)"),
     "demo": ("engine.commands.demo", "regenerate (and verify) the embedded demo family with its recipe"),
 }

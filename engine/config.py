@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +19,18 @@ from typing import Any
 import yaml
 
 from engine.errors import ConfigError
-from engine.methods import METHODS, REQUIRED, MergeMethod
+from engine.methods import KNOWN_PARAMETERS, METHODS, REQUIRED, MergeMethod
 
 _DTYPES = ("float32", "float16", "bfloat16", "float64")
 _LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 _TOP_LEVEL_KEYS = {
     "merge_method", "base_model", "models", "parameters", "dtype", "out_dtype",
-    "tokenizer_source", "chat_template", "name",
+    "tokenizer_source", "chat_template", "name", "compute_dtype",
 }  # fmt: skip
+
+
+class IgnoredParameterWarning(UserWarning):
+    """A parameter the merge method does not read: accepted and ignored, as mergekit does."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,11 @@ class MergeConfig:
     out_dtype: str | None = None
     tokenizer_source: str | None = None
     chat_template: str | None = None
+    # Ours (mergekit ignores unknown top-level keys): compute in this dtype instead of `dtype`, e.g. float32 for
+    # more precise half-precision merges; the output dtype stays mergekit's (out_dtype, else dtype).
+    compute_dtype: str | None = None
+    # What validation accepted but the method ignores (also issued as IgnoredParameterWarning).
+    ignored: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def method(self) -> MergeMethod:
@@ -52,9 +62,10 @@ class MergeConfig:
     def input_models(self) -> list[str]:
         """The models merged into the base (the base itself excluded when the method treats it apart)."""
         refs = [m.model for m in self.models]
-        if self.method.requires_base:
-            refs = [r for r in refs if r != self.base_model]
-        return refs
+        if self.method.uses_base:
+            return [r for r in refs if r != self.base_model]
+        # mergekit adds a base_model missing from the models as one more input of a method that ignores bases
+        return refs + [self.base_model] if self.base_model and self.base_model not in refs else refs
 
     def refs(self) -> list[str]:
         """Every checkpoint the merge reads, base first, without repeats."""
@@ -94,7 +105,7 @@ class MergeConfig:
         ]
         if self.parameters:
             out["parameters"] = dict(self.parameters)
-        for key in ("dtype", "out_dtype", "tokenizer_source", "chat_template"):
+        for key in ("dtype", "out_dtype", "tokenizer_source", "chat_template", "compute_dtype"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
         return out
@@ -246,19 +257,45 @@ def _check_range(name: str, setting: Any, where: str) -> None:
             raise ConfigError(f"{where}: {number:g} is out of range; {name} must be between {lo:g} and {hi:g}")
 
 
-def _check_params(params: Any, allowed: dict[str, Any], where: str, method: str) -> dict[str, Any]:
+def _check_params(
+    params: Any, used: Mapping[str, Any], where: str, method: MergeMethod, ignored: list[str], why: str = ""
+) -> dict[str, Any]:
+    """Validate the keys `used` here; accept (with a note in `ignored`) a parameter another method declares, as
+    mergekit ignores whatever the method does not read; refuse names no method declares (typos)."""
     if params is None:
         return {}
     if not isinstance(params, Mapping):
         raise ConfigError(f"{where}: 'parameters' must be a mapping")
     for name, value in params.items():
-        if name not in allowed:
+        if name in used:
+            _check_value(value, f"{where}.parameters.{name}", param_kind(used[name]))
+            _check_range(name, value, f"{where}.parameters.{name}")
+        elif name in KNOWN_PARAMETERS or name in method.model_params or name in method.global_params:
+            note = f"{where}: parameter '{name}' is ignored by merge_method {method.name}{why}"
+            ignored.append(note)
+            warnings.warn(note, IgnoredParameterWarning, stacklevel=4)
+        else:
+            allowed = sorted({*method.model_params, *method.global_params})
             raise ConfigError(
-                f"{where}: unknown parameter '{name}' for merge_method {method} (allowed: {', '.join(sorted(allowed))})"
+                f"{where}: unknown parameter '{name}' for merge_method {method.name} (allowed: {', '.join(allowed)}; "
+                "no mergekit method reads it)"
             )
-        _check_value(value, f"{where}.parameters.{name}", param_kind(allowed[name]))
-        _check_range(name, value, f"{where}.parameters.{name}")
     return dict(params)
+
+
+def _check_inputs(config: MergeConfig, source: str) -> None:
+    """mergekit's input contract for the method (it fails at merge time; we fail before reading anything)."""
+    method = config.method
+    count = len(config.input_models())
+    low, high = method.inputs
+    besides = " besides the base model" if method.uses_base and config.base_model else ""
+    if count == 0:
+        raise ConfigError(f"{source}: models: nothing to merge{besides}")
+    if count < low or (high is not None and count > high):
+        wanted = f"exactly {low}" if low == high else f"at least {low}" if high is None else f"{low} to {high}"
+        raise ConfigError(
+            f"{source}: models: merge_method {method.name} takes {wanted} model(s){besides}, got {count}"
+        )
 
 
 def _same_model(a: str, b: str) -> bool:
@@ -285,7 +322,8 @@ def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
             f"{source}: merge_method: unknown method {method_name!r} (known: {', '.join(sorted(METHODS))})"
         )
     method = METHODS[method_name]
-    allowed = {**method.model_params, **method.global_params}
+    ignored: list[str] = []
+    base = data.get("base_model")
     models_data = data.get("models")
     if not isinstance(models_data, list) or not models_data:
         raise ConfigError(f"{source}: 'models' must be a non-empty list")
@@ -298,7 +336,16 @@ def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
         extra = set(entry) - {"model", "parameters"}
         if extra:
             raise ConfigError(f"{source}: models[{i}]: unknown field(s) {', '.join(sorted(extra))}")
-        params = _check_params(entry.get("parameters"), allowed, f"{source}: models[{i}]", method_name)
+        is_base = method.uses_base and entry["model"] == base
+        params = _check_params(
+            entry.get("parameters"),
+            {} if is_base else method.model_params,
+            f"{source}: models[{i}]",
+            method,
+            ignored,
+            " (mergekit does not read per-model parameters of the base model)" if is_base
+            else " (mergekit reads it only from the top-level parameters)",
+        )  # fmt: skip
         first = next((j for j, m in enumerate(models) if _same_model(m.model, entry["model"])), None)
         if first is not None:
             # Parameters are looked up by model, so a repeat would silently take the other entry's parameters.
@@ -307,26 +354,32 @@ def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
                 "once (to weigh it more, raise its weight)"
             )
         models.append(ModelSpec(entry["model"], params))
-    for key in ("dtype", "out_dtype"):
+    for key in ("dtype", "out_dtype", "compute_dtype"):
         value = data.get(key)
         if value is not None and str(value).removeprefix("torch.") not in _DTYPES:
             raise ConfigError(f"{source}: {key}: unknown dtype {value!r} (known: {', '.join(_DTYPES)})")
-    base = data.get("base_model")
     if method.requires_base and not base:
         raise ConfigError(f"{source}: base_model: merge_method {method_name} needs a base_model")
     config = MergeConfig(
         merge_method=method_name,
         models=tuple(models),
         base_model=base,
-        parameters=_check_params(data.get("parameters"), allowed, source, method_name),
-        dtype=str(data["dtype"]).removeprefix("torch.") if data.get("dtype") else None,
-        out_dtype=str(data["out_dtype"]).removeprefix("torch.") if data.get("out_dtype") else None,
+        parameters=_check_params(
+            data.get("parameters"), {**method.model_params, **method.global_params}, source, method, ignored
+        ),
+        dtype=_dtype_name(data.get("dtype")),
+        out_dtype=_dtype_name(data.get("out_dtype")),
         tokenizer_source=data.get("tokenizer_source"),
         chat_template=data.get("chat_template"),
+        compute_dtype=_dtype_name(data.get("compute_dtype")),
+        ignored=tuple(ignored),
     )
-    if not config.input_models():
-        raise ConfigError(f"{source}: models: nothing to merge besides the base model")
+    _check_inputs(config, source)
     return config
+
+
+def _dtype_name(value: Any) -> str | None:
+    return str(value).removeprefix("torch.") if value else None
 
 
 def load_config(path_or_text: str | Path) -> MergeConfig:

@@ -23,7 +23,7 @@ from engine import fs
 from engine.checkpoint import Checkpoint, open_checkpoint
 from engine.config import MergeConfig
 from engine.errors import ConfigError, MergeError, MergescopeWarning
-from engine.merge import RowChunks, _merge_stream, check_compatible, open_all, parse_dtype
+from engine.merge import RowChunks, _merge_stream, check_compatible, open_all, parse_dtype, precision_note
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
@@ -398,7 +398,7 @@ def export_merge(
         slots=slots,
         source=source,
         config_yaml=config.to_yaml(),
-        card_extra=card_extra,
+        card_extra="\n\n".join(filter(None, [precision_note(config), card_extra])),
         chat_template=chat_template,
         shard_size=shard_size,
         overwrite=overwrite,

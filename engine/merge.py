@@ -37,6 +37,29 @@ def parse_dtype(name: str | None) -> torch.dtype | None:
         raise MergeError(f"dtype: unknown dtype {name!r} (known: {', '.join(DTYPES)})") from None
 
 
+def compute_dtype_for(config: MergeConfig, input_dtypes: list[torch.dtype]) -> torch.dtype:
+    """mergekit's compute dtype: the config's `dtype`, else the inputs' (promoted); our `compute_dtype` overrides
+    both (e.g. float32 for a more precise half-precision merge)."""
+    chosen = parse_dtype(config.compute_dtype) or parse_dtype(config.dtype)
+    if chosen is not None:
+        return chosen
+    promoted = input_dtypes[0]
+    for dtype in input_dtypes[1:]:
+        promoted = torch.promote_types(promoted, dtype)
+    return promoted
+
+
+def precision_note(config: MergeConfig) -> str:
+    """One model-card line saying which precision the merge computed in."""
+    if config.compute_dtype:
+        return (
+            f"Computed in {config.compute_dtype} (mergescope's `compute_dtype`, instead of mergekit's compute in "
+            f"`dtype`{' ' + config.dtype if config.dtype else ''}); mergekit would round differently."
+        )
+    where = f"`dtype` {config.dtype}" if config.dtype else "the inputs' dtype (no `dtype` set)"
+    return f"Computed in {where}, as mergekit does."
+
+
 def open_all(
     config: MergeConfig, checkpoints: Mapping[str, Checkpoint] | None = None, *, allow_pickle: bool = False
 ) -> dict[str, Checkpoint]:
@@ -175,14 +198,14 @@ class _Job:
     def streamed(self, rows: int, rows_per: int, numel: int, done: Callable[[], None]) -> Iterator[torch.Tensor]:
         """The method's multi-pass chunked form (rank selection, random drop with the L1 rescale): each pass
         re-reads the inputs chunk by chunk."""
-        ckpts = [self.base, *self.inputs]
+        ckpts = ([self.base] if self.base is not None else []) + self.inputs
         buffers = [torch.empty(rows_per * c.info(self.name).nbytes // rows, dtype=torch.uint8) for c in ckpts]
 
-        def read_chunks() -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+        def read_chunks() -> Iterator[tuple[torch.Tensor | None, list[torch.Tensor]]]:
             for start in range(0, rows, rows_per):
                 span = (start, min(rows, start + rows_per))
-                base, *tensors = (self.read(c, span, True, b) for c, b in zip(ckpts, buffers, strict=True))
-                yield base, tensors
+                tensors = [self.read(c, span, True, b) for c, b in zip(ckpts, buffers, strict=True)]
+                yield (tensors.pop(0) if self.base is not None else None), tensors
 
         try:
             stream = self.method.stream(read_chunks, numel, self.model_params, self.params, generator=self.generator)
@@ -238,10 +261,10 @@ def _merge_stream(
     names = check_compatible(config, ckpts)
     refs = config.refs()
     reference = ckpts[refs[0]]
-    base = ckpts[config.base_model] if config.base_model else None
-    inputs = [ckpts[r] for r in config.input_models()]
     method = config.method
-    compute_dtype = parse_dtype(config.dtype) or torch.float32
+    base = ckpts[config.base_model] if config.base_model and method.uses_base else None
+    inputs = [ckpts[r] for r in config.input_models()]
+    readers = ([base] if base is not None else []) + inputs
     if isinstance(dtype, str):
         dtype = parse_dtype(dtype)
     out_dtype = dtype or parse_dtype(config.out_dtype) or parse_dtype(config.dtype)
@@ -260,6 +283,7 @@ def _merge_stream(
             yield name, reference.get(name, device=device)
             continue
         model_params, params = config.params_for(name, num_layers)
+        compute_dtype = compute_dtype_for(config, [c.info(name).dtype for c in readers])
         job = _Job(
             name, base, inputs, method, model_params, params,
             _generator(seed, name, device) if method.random else None,
@@ -272,7 +296,7 @@ def _merge_stream(
         if big and method.elementwise(model_params, params):
             yield name, RowChunks(info.shape, job.target, job.chunks(rows, rows_per, done))
         # Streamed forms work on whole rows (DELLA ranks within a row): 2-D tensors and up only.
-        elif big and len(info.shape) >= 2 and base is not None and method.stream is not None:
+        elif big and len(info.shape) >= 2 and method.stream is not None:
             numel = info.nbytes // info.dtype.itemsize
             yield name, RowChunks(info.shape, job.target, job.streamed(rows, rows_per, numel, done))
         else:
@@ -296,8 +320,8 @@ def merge_tensors(
 
     It validates compatibility before the first tensor and raises `MergeError` naming tensor and file (NaN/Inf
     inputs included). `dtype` is the output dtype (default: the config's `out_dtype`, else its `dtype`, else
-    each tensor's own); compute is in the config's `dtype`, float32 when unset (mergekit would compute in the
-    inputs' dtype, which loses precision for bf16 inputs; for float32 inputs the two agree). `seed` drives the
+    each tensor's own); compute is in mergekit's dtype (`compute_dtype_for`: the config's `dtype`, else the
+    inputs'), unless the config's own `compute_dtype` asks for another (float32 for precision). `seed` drives the
     random methods (DARE, DELLA) per tensor name, so the result does not depend on iteration order."""
     for name, tensor in _merge_stream(
         config, device=device, dtype=dtype, checkpoints=checkpoints, progress=progress, seed=seed,

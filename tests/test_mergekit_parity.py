@@ -127,15 +127,126 @@ base_model: BASE
 models: [{model: A}, {model: B}]
 parameters: {filter_wise: true}
 """,
+    "arcee_fusion": """
+merge_method: arcee_fusion
+base_model: BASE
+models: [{model: BASE}, {model: A}]
+""",
+    "nuslerp": """
+merge_method: nuslerp
+base_model: BASE
+models:
+  - {model: A, parameters: {weight: 0.3}}
+  - {model: B, parameters: {weight: [0.5, 0.9]}}
+""",
+    "nuslerp_row_wise": """
+merge_method: nuslerp
+models:
+  - {model: A, parameters: {weight: 0.6}}
+  - {model: B, parameters: {weight: 0.4}}
+parameters: {nuslerp_flatten: false, nuslerp_row_wise: true}
+""",
+    "nuslerp_rows": """
+merge_method: nuslerp
+base_model: BASE
+models:
+  - {model: A, parameters: {weight: 1.0}}
+  - {model: B, parameters: {weight: 3.0}}
+parameters: {nuslerp_flatten: false}
+""",
+    "karcher": """
+merge_method: karcher
+models: [{model: A}, {model: B}, {model: C}]
+parameters: {max_iter: 20}
+""",
+    "karcher_with_base": """
+merge_method: karcher
+base_model: BASE
+models: [{model: A}, {model: B}]
+""",
+    "multislerp": """
+merge_method: multislerp
+base_model: BASE
+models:
+  - {model: A, parameters: {weight: 0.5}}
+  - {model: B, parameters: {weight: 0.3}}
+  - {model: C, parameters: {weight: [0.1, 0.6]}}
+""",
+    "multislerp_unnormalized": """
+merge_method: multislerp
+models:
+  - {model: A, parameters: {weight: 0.7}}
+  - {model: B, parameters: {weight: 0.6}}
+parameters: {normalize_weights: false}
+""",
+    "nearswap": """
+merge_method: nearswap
+base_model: BASE
+models: [{model: A}]
+parameters: {t: [0.005, 0.03]}
+""",
+    "ram": """
+merge_method: ram
+base_model: BASE
+models: [{model: A}, {model: B}, {model: C}]
+parameters: {epsilon: 0.02}
+""",
+    "ramplus_tl": """
+merge_method: ramplus_tl
+base_model: BASE
+models: [{model: A}, {model: B}, {model: C}]
+parameters: {epsilon: 0.015, r: 0.5, alpha: 0.9}
+""",
+    "sce": """
+merge_method: sce
+base_model: BASE
+models: [{model: A}, {model: B}, {model: C}]
+parameters: {select_topk: 0.4}
+""",
+    "sce_all": """
+merge_method: sce
+base_model: BASE
+models: [{model: A}, {model: B}]
+""",
 }
 
 # The same configs again with tiny row chunks: the streamed forms (elementwise chunks, chunked top-k and band
-# selection, two-pass slerp and Model Stock) must give mergekit's tensors too.
+# selection, two-pass slerp and Model Stock, the statistics passes of the spherical and selecting methods) must
+# give mergekit's tensors too.
 STREAMED = (
     "task_arithmetic", "ties", "linear", "breadcrumbs", "breadcrumbs_rescaled", "slerp", "model_stock",
-    "model_stock_filter_wise",
+    "model_stock_filter_wise", "arcee_fusion", "nuslerp", "nuslerp_row_wise", "nuslerp_rows", "karcher",
+    "karcher_with_base", "multislerp", "nearswap", "ram", "ramplus_tl", "sce",
 )  # fmt: skip
 DETERMINISTIC.update({f"{name}_streamed": DETERMINISTIC[name] for name in STREAMED})
+
+# Half precision: mergekit computes in the config's dtype and so do we by default. One config per method in one
+# of the two half dtypes by default, every deterministic config in both under the `slow` marker.
+HALF_DTYPES = ("float16", "bfloat16")
+METHOD_CASES = sorted(name for name in DETERMINISTIC if not name.endswith("_streamed"))
+ONE_PER_METHOD = {}
+for name in METHOD_CASES:
+    ONE_PER_METHOD.setdefault(DETERMINISTIC[name].split("merge_method: ")[1].split()[0], name)
+HALF_DEFAULT = {
+    f"{case}_{HALF_DTYPES[i % 2]}": DETERMINISTIC[case] + f"dtype: {HALF_DTYPES[i % 2]}\n"
+    for i, case in enumerate(sorted(ONE_PER_METHOD.values()))
+}
+HALF_SLOW = {
+    f"{case}_{dtype}": DETERMINISTIC[case] + f"dtype: {dtype}\n"
+    for case in METHOD_CASES
+    for dtype in HALF_DTYPES
+    if f"{case}_{dtype}" not in HALF_DEFAULT
+}
+# The long tail: the streamed forms of most methods added for mergekit 0.1.5 (tests/test_methods.py checks each
+# streamed form against its whole-tensor form) and second configs of those methods.
+SLOW_CASES = (
+    "nuslerp_streamed", "nuslerp_row_wise_streamed", "nuslerp_rows_streamed", "karcher_with_base_streamed",
+    "multislerp_streamed", "nearswap_streamed", "ram_streamed", "ramplus_tl_streamed", "arcee_fusion_streamed",
+    "multislerp_unnormalized", "sce_all", "nuslerp_rows", "karcher_with_base",
+)  # fmt: skip
+SLOW = {n: DETERMINISTIC.pop(n) for n in SLOW_CASES}
+SLOW.update(HALF_SLOW)
+DETERMINISTIC.update(HALF_DEFAULT)
 
 # Random methods: one fine-tune, so the output's delta is the kept (and rescaled) part of the model's delta.
 RANDOM = {
@@ -162,9 +273,8 @@ for config_path, out in json.loads(sys.argv[1]):
 """
 
 
-@pytest.fixture(scope="module")
-def outputs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
-    root = tmp_path_factory.mktemp("parity")
+def _run_parity(root: Path, cases: dict[str, str]) -> dict[str, tuple[Path, Path]]:
+    """Every config through `mergescope merge` here and through mergekit in one process: {case: (ours, theirs)}."""
     config = llama_config(num_hidden_layers=3)
     family = write_family(root / "family", config, ("base", "a", "b", "c"), delta_scale=0.5)
     # The base again, sharded with an index: the loaders must agree on either layout.
@@ -172,7 +282,7 @@ def outputs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     assert (sharded / "model.safetensors.index.json").exists()
     paths = {"BASE": sharded, "A": family["a"], "B": family["b"], "C": family["c"]}
     jobs, result = [], {}
-    for name, text in {**DETERMINISTIC, **{k: v[0] for k, v in RANDOM.items()}}.items():
+    for name, text in cases.items():
         for key, path in paths.items():
             text = text.replace(f"model: {key}", f"model: {path}").replace(f"base_model: {key}", f"base_model: {path}")
         yml = root / f"{name}.yml"
@@ -194,6 +304,16 @@ def outputs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     return result
 
 
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    return _run_parity(tmp_path_factory.mktemp("parity"), {**DETERMINISTIC, **{k: v[0] for k, v in RANDOM.items()}})
+
+
+@pytest.fixture(scope="module")
+def slow_outputs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    return _run_parity(tmp_path_factory.mktemp("parity-slow"), SLOW)
+
+
 def _pairs(ours: Path, theirs: Path):
     a, b = open_checkpoint(ours), open_checkpoint(theirs)
     assert sorted(a.tensor_names()) == sorted(b.tensor_names())
@@ -201,16 +321,46 @@ def _pairs(ours: Path, theirs: Path):
         yield name, a.get(name).float(), b.get(name).float()
 
 
-@pytest.mark.parametrize("case", sorted(DETERMINISTIC))
-def test_same_tensors_as_mergekit(outputs, case):
-    ours, theirs = outputs[case]
+def _assert_same(case: str, ours: Path, theirs: Path) -> None:
+    """float32 configs: max |ours − theirs| / max |theirs| <= 1e-5 per tensor. Half-precision configs: every
+    element within one rounding step of the config's dtype (mergekit leaves arcee_fusion and ramplus_tl results
+    in float32 by type promotion; we write the compute dtype, so ours is theirs rounded once)."""
+    half = next((getattr(torch, d) for d in HALF_DTYPES if case.endswith(d)), None)
     checked = 0
     for name, x, y in _pairs(ours, theirs):
         assert x.shape == y.shape, name
-        rel = ((x - y).abs().max() / y.abs().max().clamp(min=1e-12)).item()
-        assert rel <= 1e-5, f"{case}: {name} differs from mergekit (max relative difference {rel:.2e})"
+        if half is None:
+            rel = ((x - y).abs().max() / y.abs().max().clamp(min=1e-12)).item()
+            assert rel <= 1e-5, f"{case}: {name} differs from mergekit (max relative difference {rel:.2e})"
+        else:
+            info = torch.finfo(half)
+            step = info.eps * y.abs().clamp(min=info.tiny)  # the dtype's spacing at |y| (an upper bound)
+            worst = ((x - y).abs() / step).max().item()
+            assert worst <= 1.0, f"{case}: {name} is {worst:.1f} rounding steps from mergekit's"
         checked += 1
     assert checked == 3 * 9 + 3
+
+
+@pytest.mark.parametrize("case", sorted(DETERMINISTIC))
+def test_same_tensors_as_mergekit(outputs, case):
+    _assert_same(case, *outputs[case])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(SLOW))
+def test_same_tensors_as_mergekit_long_tail(slow_outputs, case):
+    _assert_same(case, *slow_outputs[case])
+
+
+def test_every_mergekit_method_is_covered():
+    """Every method of the installed mergekit has a parity case, also in half precision, except the random ones
+    (compared statistically below) and passthrough (covered with slices)."""
+    from mergekit.merge_methods.registry import registered_methods
+
+    theirs = {m.spec.name for m in registered_methods()}
+    random = {text.split("merge_method: ")[1].split()[0] for text, *_ in RANDOM.values()}
+    assert set(ONE_PER_METHOD) | random | {"passthrough"} == theirs
+    assert {n.rsplit("_", 1)[0] for n in HALF_DEFAULT} == set(ONE_PER_METHOD.values())
 
 
 def test_parity_cases_are_not_trivial(outputs):

@@ -89,8 +89,10 @@ def test_band_selection_over_chunks_with_ties_is_exact_and_rewinds():
     second = torch.cat([band.mask(c) for c in chunks])
     assert torch.equal(first, second)
     assert first.tolist() == [0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0]  # 3.0, then the first five 1s in index order
-    assert torch.equal(first, METHODS["breadcrumbs"].fn(torch.zeros(12), [delta], [{"weight": 1.0, "density": 0.5,
-                       "gamma": 0.1}], {"normalize": False, "lambda": 1.0}).ne(0).float())  # fmt: skip
+    # The whole-tensor form breaks the ties as mergekit's sort does (its order, not index order): the same band.
+    whole = METHODS["breadcrumbs"].fn(torch.zeros(12), [delta], [{"weight": 1.0, "density": 0.5, "gamma": 0.1}],
+                                      {"normalize": False, "lambda": 1.0}).ne(0)  # fmt: skip
+    assert int(whole.sum()) == 6 and whole[10] and not whole[0] and set(delta[whole].tolist()) == {1.0, 3.0}
 
 
 def test_breadcrumbs_ties():
@@ -218,3 +220,82 @@ def test_yaml_round_trip():
     config = load_config(CONFIG)
     again = load_config(config.to_yaml())
     assert again == config and again.key() == config.key()
+
+
+# --- the methods added for mergekit 0.1.5 parity, against values worked out by hand ---
+
+
+def test_nearswap_takes_close_values():
+    # w = clamp(t / |base − other|, 0, 1) = [1, 0.5, 0.125]
+    close(run("nearswap", [0, 0, 0], [[0.1, 1, -4]], [{}], t=0.5), [0.1, 0.5, -0.5])
+
+
+def test_ram_unique_deltas_whole_shared_averaged():
+    # entry 0: both contribute -> mean 2; entry 2: only A -> 2; entry 3: 1e-6 is below epsilon -> nobody
+    close(run("ram", [0, 0, 0, 0], [[1, 0, 2, 1e-6], [3, 0, 0, 0]], [{}, {}]), [2, 0, 2, 0])
+
+
+def test_ramplus_tl_scales_unique_deltas_by_shared_ratio():
+    # A shares 1 entry and owns 1: rho = 1, lambda = 1 + 0.5·min(1, 1) = 1.5 on its own entry
+    close(run("ramplus_tl", [0, 0, 0, 0], [[1, 0, 2, 1e-6], [3, 0, 0, 0]], [{}, {}], r=0.5, alpha=1.0), [2, 0, 3, 0])
+
+
+def test_sce_weights_by_mean_square_and_erases_disagreeing_signs():
+    # mean squares 5.25 and 7.25 -> weights 0.42, 0.58; election +,+(tie),+,+ ; A's -2 and B's -4 are erased
+    out = run("sce", [0, 0, 0, 0], [[1, -2, 0, 4], [3, 2, 0, -4]], [{}, {}])
+    close(out, [0.42 * 1 + 0.58 * 3, 2, 0, 4])
+    # select_topk 0.5 of the 3 nonzero variances [1, 4, 0, 16] keeps int(1.5) = 1 entry: the last
+    close(run("sce", [0, 0, 0, 0], [[1, -2, 0, 4], [3, 2, 0, -4]], [{}, {}], select_topk=0.5), [0, 0, 0, 4])
+
+
+def test_arcee_fusion_keeps_only_outlying_importance():
+    # one row, so one KL factor: importance ∝ |delta|; quartile ranks int(q·7) = 1, 3, 5 -> 0.2, 0.4, 0.6;
+    # fence 0.4 + 1.5·0.4 = 1.0: only the 3.0 entry passes
+    other = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 3.0]
+    close(run("arcee_fusion", [0] * 8, [other], [{}]), [0] * 7 + [3.0])
+
+
+def test_nuslerp_flattened_rows_and_columns():
+    r = math.sqrt(0.5)
+    close(run("nuslerp", None, [[1, 0], [0, 1]], [{"weight": 1}, {"weight": 1}]), [r, r])
+    close(run("nuslerp", [1, 1], [[2, 1], [1, 2]], [{"weight": 1}, {"weight": 1}]), [1 + r, 1 + r])
+    # rows, t = 3 / 4: row 0 orthogonal, row 1 colinear (linear interpolation)
+    rows = run("nuslerp", None, [[[1, 0], [2, 0]], [[0, 1], [2, 0]]], [{"weight": 1}, {"weight": 3}],
+               nuslerp_flatten=False)  # fmt: skip
+    close(rows, [[math.sin(math.pi / 8), math.sin(3 * math.pi / 8)], [2, 0]])
+    # columns: column 1 starts from a zero vector (angle π/2), column 0 from [1, 2] towards [0, 2]
+    cols = run("nuslerp", None, [[[1, 0], [2, 0]], [[0, 1], [2, 0]]], [{"weight": 1}, {"weight": 3}],
+               nuslerp_flatten=False, nuslerp_row_wise=True)  # fmt: skip
+    theta = math.acos(4 / (math.sqrt(5) * 2))
+    c0, c1 = math.sin(0.25 * theta) / math.sin(theta), math.sin(0.75 * theta) / math.sin(theta)
+    close(cols, [[c0 * 1 + c1 * 0, math.sin(3 * math.pi / 8)], [c0 * 2 + c1 * 2, 0]])
+
+
+@pytest.mark.parametrize("method", ["karcher", "multislerp"])
+def test_spherical_means_of_two_orthogonal_models(method):
+    # directions e1, e2 -> midpoint (e1 + e2)/√2, scaled by the mean norm (1 + 3) / 2
+    out = run(method, None, [[1, 0], [0, 3]], [{"weight": 1}, {"weight": 1}])
+    close(out, [math.sqrt(2), math.sqrt(2)])
+
+
+@pytest.mark.parametrize("method", ["karcher", "multislerp", "nuslerp", "sce", "ramplus_tl", "arcee_fusion"])
+def test_streamed_form_equals_whole_tensor_form(method):
+    """The multi-pass row-chunk form (statistics pass, then merge) gives the whole-tensor result."""
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(40, 16, generator=gen)
+    count = 1 if method == "arcee_fusion" else 2
+    tensors = [base + 0.3 * torch.randn(40, 16, generator=gen) for _ in range(count)]
+    m = METHODS[method]
+    params = {k: v for k, v in m.global_params.items() if v is not REQUIRED}
+    params |= {"select_topk": 0.3} if method == "sce" else {}
+    mp = [{"weight": w} for w in (0.3, 0.9)][:count]
+    use_base = None if method == "karcher" else base
+    whole = m.fn(use_base, tensors, mp, params)
+
+    def read_chunks():
+        for start in range(0, 40, 7):
+            yield (None if use_base is None else base[start : start + 7]), [t[start : start + 7] for t in tensors]
+
+    streamed = torch.cat(list(m.stream(read_chunks, base.numel(), mp, params)))
+    assert torch.allclose(streamed, whole, atol=1e-5), (streamed - whole).abs().max()
+    assert not torch.allclose(whole, base)

@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from engine.store import ResultStore
+from ui import share
 from ui.context import DEFAULT_WEIGHTS, AppContext, Defaults
 from ui.engine_holder import EngineHolder
+from ui.page_js import PAGE_JS
 from ui.paths import PathPolicy
 from ui.state import Session
-from ui.tabs import chat, checkpoints, export, sweep
+from ui.tabs import ab, browser, chat, checkpoints, export, sweep
 from ui.tabs.chat import probe_prompts  # noqa: F401 - tests draw probe prompts from here
 
 if TYPE_CHECKING:
@@ -40,6 +42,8 @@ TABS = (
     ("Checkpoints", "ckpt", checkpoints),
     ("Sweep", "sweep", sweep),
     ("Chat", "chat", chat),
+    ("Behaviour", "browser", browser),
+    ("A/B", "ab", ab),
     ("Export", "export", export),
 )
 
@@ -79,6 +83,7 @@ def build_app(
                 setattr(ui, key, module.layout(ctx))
         for _, _, module in TABS:
             module.wire(ctx, ui)
+        share.wire(ctx, ui)
 
     app.mergescope_downloads = ctx.downloads  # type: ignore[attr-defined]
     app.mergescope_engine = ctx.engine  # type: ignore[attr-defined]
@@ -104,6 +109,7 @@ def launch(
         prevent_thread_lock=not block,
         allowed_paths=[str(app.mergescope_downloads)],  # type: ignore[attr-defined]
         css=CSS,
+        js=PAGE_JS,
         quiet=True,
         show_error=True,
     )

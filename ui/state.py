@@ -43,6 +43,10 @@ class Session:
     sweep_id: str | None = None
     general: str = ""  # the sweep's general checkpoint: the engine starts on it
     histories: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # label -> clean chat messages
+    # Reference results read from a CSV, drawn beside the sweep (marked imported).
+    imported: list[Row] = field(default_factory=list)
+    browse: dict[str, str] = field(default_factory=dict)  # the behaviour browser's suite and item
+    ab: dict[str, str] = field(default_factory=dict)  # the pending blind pair: a, b, prompt, reply_a, reply_b
 
     def upsert(self, row: Row) -> None:
         for i, old in enumerate(self.rows):

@@ -8,10 +8,12 @@ at the end: a failure or Ctrl-C leaves neither DIR nor the temporary folder.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TextIO
 
@@ -47,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype",
         choices=["float32", "float16", "bfloat16", "float64"],
         help="output dtype (default: the config's out_dtype, else its dtype, else the inputs' dtype)",
+    )
+    parser.add_argument(
+        "--compute-dtype",
+        choices=["float32", "float16", "bfloat16", "float64"],
+        help="compute in this dtype instead of the config's dtype (mergekit's default: the config's dtype, else the "
+        "inputs'); e.g. float32 for a more precise half-precision merge. Same as the config field compute_dtype",
     )
     parser.add_argument("--shard-size", default="2GB", help="maximum shard size, e.g. 2GB, 500MB (default 2GB)")
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
@@ -105,7 +113,15 @@ def run(args: argparse.Namespace, *, err: TextIO | None = None) -> int:
         raise MergeError(f"--device {args.device}: no CUDA device is available here")
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"--device {args.device}: only cpu and cuda are supported")
-    config = load_config(Path(args.config))  # always a file here, whatever its suffix
+    from engine.config import IgnoredParameterWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IgnoredParameterWarning)  # printed below, one plain line each
+        config = load_config(Path(args.config))  # always a file here, whatever its suffix
+    for note in config.ignored:
+        print(f"warning: {note}", file=err)
+    if args.compute_dtype:
+        config = dataclasses.replace(config, compute_dtype=args.compute_dtype)
     if args.threads < 1:
         raise ConfigError(f"--threads: must be at least 1, got {args.threads}")
     # Process-wide settings, restored afterwards (the command also runs in-process, e.g. from tests).

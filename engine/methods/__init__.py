@@ -17,8 +17,12 @@ import torch
 
 REQUIRED = object()  # sentinel: a per-model parameter without default
 
-# A streamed form's input: each call starts a new pass over one tensor's row chunks, (base chunk, [model chunks]).
+# A streamed form's input: each call starts a new pass over one tensor's row chunks, (base chunk or None when
+# the method has no base, [model chunks]).
 ReadChunks = Callable[[], Iterator[tuple[torch.Tensor, list[torch.Tensor]]]]
+
+
+BASE_POLICIES = ("required", "optional", "ignored")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,22 @@ class MergeMethod:
     # Optional multi-pass row-chunk form for methods with whole-tensor statistics (top-k, L1 rescale, angles):
     # stream(read_chunks: ReadChunks, numel, model_params, params, generator=None) -> iterator of output row chunks.
     stream: Callable[..., Iterator[torch.Tensor]] | None = None
+    # How many non-base models mergekit accepts: (minimum, maximum or None).
+    inputs: tuple[int, int | None] = (1, None)
+    # mergekit's base policy: "required" (merged into the base), "optional" (used when the config names one) or
+    # "ignored" (a base_model is just another input); unset: from requires_base.
+    base: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.base:
+            object.__setattr__(self, "base", "required" if self.requires_base else "ignored")
+        if self.base not in BASE_POLICIES or self.requires_base != (self.base == "required"):
+            raise ValueError(f"{self.name}: inconsistent base policy {self.base!r}")
+
+    @property
+    def uses_base(self) -> bool:
+        """Whether a configured base_model is treated apart from the other models."""
+        return self.base != "ignored"
 
 
 def _registry() -> dict[str, MergeMethod]:
@@ -46,10 +66,17 @@ def _registry() -> dict[str, MergeMethod]:
 
     modules = (
         "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs", "breadcrumbs_ties",
-        "della", "della_linear", "slerp", "model_stock",
+        "della", "della_linear", "slerp", "model_stock", "arcee_fusion", "nuslerp", "karcher", "multislerp",
+        "nearswap", "ram", "ramplus_tl", "sce",
     )  # fmt: skip
     methods = [importlib.import_module(f"engine.methods.{name}").METHOD for name in modules]
     return {m.name: m for m in methods}
 
 
 METHODS: dict[str, MergeMethod] = _registry()
+
+# Every parameter name some method declares: such a key under another method is ignored (as mergekit does, with
+# a warning); a name no method declares is a typo and an error.
+KNOWN_PARAMETERS: frozenset[str] = frozenset(
+    name for m in METHODS.values() for name in (*m.model_params, *m.global_params)
+)

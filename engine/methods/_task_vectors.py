@@ -35,13 +35,18 @@ class TopK:
     def __init__(self, numel: int, density: float | None = None, *, k: int | None = None) -> None:
         if k is None:  # mergekit's count for a density: k = max(1, int(density·n))
             k = 0 if density is None or density <= 0 or numel == 0 else max(1, int(density * numel))
-        self.k = max(0, min(numel, k))
-        self.all = self.k >= numel
+        self.numel = numel
+        self.set_count(k)
         self.high = torch.zeros(1 << 15, dtype=torch.int64)
         self.low = torch.zeros(1 << 16, dtype=torch.int64)
         self.bucket = -1
         self.threshold = -1
         self.ties_left = self.ties_settled = 0
+
+    def set_count(self, k: int) -> None:
+        """Set k; also after `feed_high` when k depends on figures of that same pass (SCE's nonzero count)."""
+        self.k = max(0, min(self.numel, k))
+        self.all = self.k >= self.numel
 
     @staticmethod
     def bits(delta: torch.Tensor) -> torch.Tensor:
@@ -129,7 +134,43 @@ class Band:
         self.inner.rewind()
 
 
-Selector = TopK | Band
+class SortedRank:
+    """The whole-tensor selection (one chunk), with mergekit's own sort call on the float32 magnitudes: the
+    positions [start, start + k) of `torch.sort(|delta|, descending)`. Equal magnitudes (common in half
+    precision) are then ordered exactly as mergekit's sort orders them, so the same entries are kept; the
+    chunked `TopK`/`Band` break such ties in index order instead."""
+
+    trivial = True  # no counting passes
+
+    def __init__(self, numel: int, start: int, k: int, descending: bool) -> None:
+        self.numel, self.start, self.k, self.descending = numel, start, k, descending
+
+    def mask(self, delta: torch.Tensor) -> torch.Tensor:
+        keep = torch.zeros(delta.numel(), dtype=delta.dtype, device=delta.device)
+        if self.k > 0:
+            magnitudes = delta.abs().reshape(-1).float()
+            if self.descending:
+                order = torch.argsort(magnitudes, descending=True)
+            else:
+                order = torch.sort(magnitudes, descending=False).indices
+            keep[order[self.start : self.start + self.k]] = 1
+        return keep.reshape(delta.shape)
+
+    def rewind(self) -> None:
+        pass
+
+
+Selector = TopK | Band | SortedRank
+
+
+def sorted_selector(make: Callable[..., Selector], numel: int, density: float, **extra: Any) -> SortedRank:
+    """The one-chunk form of a rank selector, as mergekit sorts: top-k descending, the breadcrumbs band as the
+    slice [smallest dropped, + kept) of the ascending order."""
+    if make is largest_selector:
+        return SortedRank(numel, 0, largest_selector(numel, density).k, descending=True)
+    band = middle_selector(numel, density, **extra)
+    keep, skip = band.outer.k - band.inner.k, band.inner.k
+    return SortedRank(numel, numel - keep - skip, keep, descending=False)
 
 
 def select_whole(selector: Selector, delta: torch.Tensor) -> torch.Tensor:
@@ -243,7 +284,10 @@ def merge(
     if not tensors:
         return base.clone()
     densities = [float(p.get("density", 1.0)) for p in model_params]
-    if not consensus and (sparsifier is None or all(d >= 1 for d in densities)):
+    # The fused form rounds differently from mergekit's delta form: fine in float32 (a few ulps), not in half
+    # precision, where the delta form below gives mergekit's very roundings.
+    fused = base.dtype in (torch.float32, torch.float64)
+    if fused and not consensus and (sparsifier is None or all(d >= 1 for d in densities)):
         weights = [float(p["weight"]) for p in model_params]
         lam = float(params.get("lambda", 1.0))
         return weighted_sum(base, tensors, weights, normalize=bool(params.get("normalize")), lam=lam)
@@ -253,8 +297,9 @@ def merge(
 
     # A whole tensor is the one-chunk case of the streamed form: one implementation for both.
     stream = stream_merge(
-        one_chunk, base.numel(), model_params, params, sparsifier=sparsifier, consensus=consensus, generator=generator
-    )
+        one_chunk, base.numel(), model_params, params, sparsifier=sparsifier, consensus=consensus, generator=generator,
+        whole=True,
+    )  # fmt: skip
     return next(stream)
 
 
@@ -289,6 +334,7 @@ def stream_merge(
     sparsifier: Sparsifier | None,
     consensus: bool,
     generator: torch.Generator | None = None,
+    whole: bool = False,
 ) -> Iterator[torch.Tensor]:
     """A task-vector merge of one large tensor in row chunks, in bounded memory; `read_chunks()` starts a new pass
     over (base chunk, [model chunks]).
@@ -312,6 +358,8 @@ def stream_merge(
                 generator.set_state(start)
     else:
         make = RANK_SELECTORS.get(sparsifier)
+        if whole and make is not None:  # one chunk: mergekit's sort, so that ties are kept as it keeps them
+            make = partial(sorted_selector, make)
         selectors = [make(numel, d, **x) if make and on else None for d, x, on in zip(densities, extras, sparse, strict=True)]
         _count(read_chunks, selectors)
 
@@ -326,13 +374,15 @@ def stream_merge(
     factors = [1.0] * len(model_params)
     if params.get("rescale") and any(sparse):
         before, after = [0.0] * len(factors), [0.0] * len(factors)
+        dtype = torch.float32
         for base, tensors in read_chunks():
+            dtype = base.dtype
             for i, tensor in enumerate(tensors):
                 if sparse[i]:
                     delta = tensor - base
                     before[i] += float(delta.abs().sum(dtype=torch.float64))
                     after[i] += float((delta * keep_mask(i, delta)).abs().sum(dtype=torch.float64))
-        factors = [b / a if b >= 1e-7 and a >= 1e-7 else 1.0 for b, a in zip(before, after, strict=True)]
+        factors = [_rescale_factor(b, a, dtype) for b, a in zip(before, after, strict=True)]
         rewind()
     weights = [float(p["weight"]) for p in model_params]
     for base, tensors in read_chunks():
@@ -344,6 +394,13 @@ def stream_merge(
                 if factors[i] != 1.0:
                     deltas[i].mul_(factors[i])
         yield combine(base, deltas, weights, params, consensus)
+
+
+def _rescale_factor(before: float, after: float, dtype: torch.dtype) -> float:
+    """L1 before / after the drop, with both norms and their ratio rounded to the compute dtype as mergekit
+    computes them (so a half-precision merge scales by the very same half value)."""
+    b, a = torch.tensor(before, dtype=dtype), torch.tensor(after, dtype=dtype)
+    return float(b / a) if b >= 1e-7 and a >= 1e-7 else 1.0
 
 
 def _count(read_chunks: ReadChunks, selectors: list[Selector | None]) -> None:

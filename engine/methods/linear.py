@@ -16,14 +16,17 @@ def merge(
     params: dict[str, Any],
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    # Σ w_i θ_i accumulated in place, then divided by Σ w_i (mergekit's order of operations; no stacked copy).
+    # Σ w_i θ_i accumulated in place, then divided by Σ w_i (mergekit's order of operations; no stacked copy),
+    # in float32 (float64 for float64 inputs) and rounded once to the inputs' dtype, as mergekit does.
     weights = [float(p["weight"]) for p in model_params]
-    out = torch.mul(tensors[0], weights[0])
+    dtype = tensors[0].dtype
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    out = torch.mul(tensors[0].to(work), weights[0])
     for tensor, weight in zip(tensors[1:], weights[1:], strict=True):
-        out.add_(tensor, alpha=weight)
+        out.add_(tensor.to(work), alpha=weight)
     if params.get("normalize", True):
         out.div_(sum(weights))
-    return out
+    return out.to(dtype)
 
 
 METHOD = MergeMethod(

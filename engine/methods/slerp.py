@@ -46,7 +46,7 @@ def merge(
     norm_a = _nonzero(torch.linalg.vector_norm(a))
     norm_b = _nonzero(torch.linalg.vector_norm(b))
     coef_a, coef_b = coefficients(((a / norm_a) * (b / norm_b)).sum(), float(params["t"]))
-    return (coef_a * a + coef_b * b).reshape(base.shape)
+    return (coef_a * a + coef_b * b).reshape(base.shape).to(base.dtype)  # one rounding, as mergekit
 
 
 def stream(
@@ -67,7 +67,7 @@ def stream(
     coef_a, coef_b = coefficients(sums[2] / (norm_a * norm_b), float(params["t"]))
     for base, tensors in read_chunks():
         work = _checked(base, tensors)
-        yield float(coef_a) * base.to(work) + float(coef_b) * tensors[0].to(work)
+        yield (float(coef_a) * base.to(work) + float(coef_b) * tensors[0].to(work)).to(base.dtype)
 
 
 METHOD = MergeMethod(

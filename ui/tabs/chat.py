@@ -142,8 +142,8 @@ def layout(ctx: AppContext) -> SimpleNamespace:
     picked = gr.CheckboxGroup(
         [],
         label=f"variants side by side (1–{MAX_CHAT_VARIANTS})",
-        info="Tick points of the current sweep here, or click their rows in the Sweep tab's table. "
-        "Run or reopen a sweep first.",
+        info="Tick points of the current sweep here, or click their points in the Sweep tab's plots or their rows "
+        "in its table. Run or reopen a sweep first.",
         elem_id="picker",
     )
     with gr.Row():

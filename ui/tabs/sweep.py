@@ -3,6 +3,8 @@ plots, the grid heatmaps and the table of every point."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,9 +16,12 @@ from engine.errors import ConfigError, MergescopeError
 from engine.store import stable_hash
 from ui import figures
 from ui.context import ENGINE_EVENT, AppContext, readable
+from ui.page_js import PLOT_CLICK_BOX
 from ui.paths import parse_named_lines
 from ui.state import Session, row_from_result
 from ui.tabs import chat
+
+MAX_IMPORT_BYTES = 2 * 1024 * 1024
 
 
 def method_names() -> list[str]:
@@ -88,8 +93,8 @@ def results_table(session: Session) -> pd.DataFrame:
 
 def session_figures(session: Session, y_metric: str | None) -> tuple[Any, Any, Any]:
     return (
-        figures.tradeoff_figure(session.rows, y_metric),
-        figures.safety_figure(session.rows),
+        figures.tradeoff_figure(session.rows, y_metric, imported=session.imported),
+        figures.safety_figure(session.rows, imported=session.imported),
         figures.grid_heatmaps(session.rows, session.skills if len(session.skills) == 2 else ("ω1", "ω2")),
     )
 
@@ -124,12 +129,13 @@ def sweep_outputs(
 
 
 def session_for(prepared: Any, old: Session, sweep_id: str) -> Session:
-    """A fresh session on a prepared sweep, keeping the chats if it is the same sweep."""
+    """A fresh session on a prepared sweep, keeping the chats (if it is the same sweep) and imported references."""
     session = Session(
         skills=list(prepared.spec.skill_paths),
         histories=kept_histories(old, sweep_id),
         sweep_id=sweep_id,
         general=prepared.spec.general,
+        imported=old.imported,
     )
     session.configs = {p.label: p.config for p in prepared.points}
     return session
@@ -148,6 +154,40 @@ def load_stored(ctx: AppContext, session: Session, prepared: Any) -> tuple[Sessi
         if point.get("scores") is not None:
             session.upsert({**point, "cached": True})
     return session, True
+
+
+def clicked_label(payload: str) -> str:
+    """The label in the click listener's JSON (a bare label is accepted too, for API callers)."""
+    try:
+        value = json.loads(payload or "")
+    except json.JSONDecodeError:
+        return (payload or "").strip()
+    return str(value.get("label", "")) if isinstance(value, dict) else str(value)
+
+
+def import_results(session: Session, path: str | None, y_metric: str | None) -> tuple:
+    """Read a reference results CSV into the session and redraw the two scatter plots with it."""
+    from engine.imported import read_reference_csv
+
+    if not path:
+        session.imported = []
+        note = ""
+    else:
+        file = Path(path)
+        if file.stat().st_size > MAX_IMPORT_BYTES:
+            raise ConfigError(
+                f"{file.name}: larger than {MAX_IMPORT_BYTES // 1024} KiB; not a results table?"
+            )
+        try:
+            text = file.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file.name}: cannot be read as UTF-8 text ({exc})") from exc
+        session.imported = read_reference_csv(text, source=file.name)
+        names = ", ".join(f"`{r['label']}`" for r in session.imported)
+        note = f"Imported {len(session.imported)} reference points from `{file.name}`: {names} (hollow grey markers)."
+    y_metric = figures.default_metric(session.rows, session.skills, y_metric)
+    trade, safety, _ = session_figures(session, y_metric)
+    return session, trade, safety, note
 
 
 # --- events ----------------------------------------------------------------------------------------------------
@@ -226,13 +266,25 @@ def layout(ctx: AppContext) -> SimpleNamespace:
     with gr.Row():
         trade_plot = gr.Plot(figures.tradeoff_figure([]), label="tradeoff", elem_id="tradeoff-plot")
         safety_plot = gr.Plot(figures.safety_figure([]), label="over-refusal", elem_id="safety-plot")
+    gr.Markdown("Click a point of a plot (or a row of the table) to add that variant to the **Chat** tab.")
+    with gr.Accordion("reference results from a CSV (variant, ω, metric columns)", open=False):
+        with gr.Row():
+            import_file = gr.File(label="results CSV", file_types=[".csv"], elem_id="import-csv")
+            import_clear = gr.Button("Remove imported points", elem_id="import-clear")
+        import_note = gr.Markdown(elem_id="import-note")
     with gr.Accordion("2-D grid heatmaps", open=False) as heat_box:
         heat_plot = gr.Plot(figures.grid_heatmaps([]), label="grid", elem_id="grid-plot")
     table = gr.Dataframe(
         label="every point (click a row to add it to the chat)", interactive=False, elem_id="results-table"
     )
     picked_note = gr.Markdown(elem_id="picked-note")
+    # Filled by the page's plotly click listener (ui.page_js) with {"label": ..., "nonce": ...}.
+    plot_click = gr.Textbox(visible="hidden", elem_id=PLOT_CLICK_BOX, label="clicked point")
     return SimpleNamespace(
+        plot_click=plot_click,
+        import_file=import_file,
+        import_clear=import_clear,
+        import_note=import_note,
         method=method,
         method_params=method_params,
         weights=weights,
@@ -312,13 +364,20 @@ def wire(ctx: AppContext, ui: SimpleNamespace) -> None:
         return "\n".join(family_skills[:2])
 
     def redraw(session: Session, y_metric: str | None):
-        return figures.tradeoff_figure(session.rows, y_metric)
+        return figures.tradeoff_figure(session.rows, y_metric, imported=session.imported)
 
     def pick_from_table(session: Session, selected: list[str], evt: gr.SelectData):
         # The row's own label cell, not its index: the table can be sorted in the page.
         cells = evt.row_value or []
         label = str(cells[0]).removesuffix(" ★") if cells else ""
         return chat.add_variant(session, selected, label)
+
+    def pick_from_plot(session: Session, selected: list[str], clicked: str):
+        return chat.add_variant(session, selected, clicked_label(clicked))
+
+    @readable
+    def import_ui(session: Session, path, y_metric):
+        return import_results(session, path, y_metric)
 
     inputs = [ui.session, s.y_metric, *spec_inputs(ui)]
     outputs = sweep_output_components(ui)
@@ -330,11 +389,17 @@ def wire(ctx: AppContext, ui: SimpleNamespace) -> None:
     # after the sweep's last plot and put an older set of points back on screen.
     s.y_metric.input(redraw, [ui.session, s.y_metric], s.trade_plot, api_name=False)
     s.table.select(pick_from_table, [ui.session, ui.chat.picked], ui.chat.picked, api_name=False)
-    ui.chat.picked.change(chat.picked_note, ui.chat.picked, s.picked_note, api_name=False)
-    # Stored results for the default settings appear on open, without recomputation.
-    ui.app.load(
-        lambda session, y_metric, *inputs: open_page(ctx, session, y_metric, inputs),
-        inputs,
-        outputs,
+    import_outputs = [ui.session, s.trade_plot, s.safety_plot, s.import_note]
+    s.import_file.upload(
+        import_ui, [ui.session, s.import_file, s.y_metric], import_outputs, api_name="import_csv"
+    )
+    s.import_clear.click(
+        lambda session, y: import_results(session, None, y),
+        [ui.session, s.y_metric],
+        import_outputs,
         api_name=False,
     )
+    s.plot_click.change(
+        pick_from_plot, [ui.session, ui.chat.picked, s.plot_click], ui.chat.picked, api_name="plot_click"
+    )
+    ui.chat.picked.change(chat.picked_note, ui.chat.picked, s.picked_note, api_name=False)
