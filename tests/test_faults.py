@@ -612,14 +612,15 @@ def test_path_policy_accepts_inside(policy):
 
 
 def test_huge_prompt_is_refused_by_size(family):
-    """A prompt far past the context (20,000 characters for 256 positions) stops with a BackendError naming the context limit, before the model runs."""
+    """A prompt far past the context (2,000 characters for 256 positions) stops with a BackendError naming the
+    context limit, before the model runs."""
     from engine.backends.hf_backend import TransformersBackend
     from engine.errors import BackendError
 
     backend = TransformersBackend(family["a"])
     try:
         with pytest.raises(BackendError, match="prompt too long.*context of 256"):
-            backend.generate(None, [[{"role": "user", "content": "x" * 20_000}]], backend_settings())
+            backend.generate(None, [[{"role": "user", "content": "x" * 2_000}]], backend_settings())
         assert backend.generate(None, [[{"role": "user", "content": "hi"}]], backend_settings())[0] is not None
     finally:
         backend.close()
@@ -811,3 +812,36 @@ def test_two_sessions_sweep_at_once(dashboard):
         table = out[3]
         rows = [r[0].rstrip(" ★") for r in table["data"]]
         assert sorted(rows) == labels, rows
+
+
+# --- mergescope score ------------------------------------------------------------------------------------------------
+def _score_case(ws: Path, case: str) -> tuple[list, list[str]]:
+    suite = write_suite(ws / "suites" / "tiny", ITEMS)
+    replies = ws / "replies.jsonl"
+    if case == "unknown-suite-id":
+        return ["score", "no-such-suite", "--replies", replies], ["no-such-suite"]
+    if case == "replies-missing":
+        return ["score", suite, "--replies", ws / "nothing.jsonl"], ["nothing.jsonl"]
+    if case == "replies-malformed":
+        replies.write_text('{"id": "q1", "reply": "yes"}\n{"id": "q2", "reply": \n')
+        return ["score", suite, "--replies", replies], ["replies.jsonl", "line 2"]
+    if case == "replies-unknown-item":
+        replies.write_text('{"id": "q1", "reply": "yes"}\n{"id": "q9", "reply": "no"}\n')
+        return ["score", suite, "--replies", replies], ["q9"]
+    if case == "unknown-judge":
+        replies.write_text('{"id": "q1", "reply": "yes"}\n{"id": "q2", "reply": "no"}\n')
+        return ["score", suite, "--replies", replies, "--judge", "oracle"], ["--judge", "oracle"]
+    if case == "store-missing":
+        return ["score", suite, "--from-store", ws / "none.db"], ["none.db"]
+    (ws / "bad.db").write_bytes(os.urandom(8192))
+    return ["score", suite, "--from-store", ws / "bad.db"], ["bad.db", "corrupt"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unknown-suite-id", "replies-missing", "replies-malformed", "replies-unknown-item", "unknown-judge",
+     "store-missing", "store-corrupt"],  # fmt: skip
+)
+def test_score_refuses(ws, case):
+    argv, needles = _score_case(ws, case)
+    refused_unchanged(ws, argv, *needles)
