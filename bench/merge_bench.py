@@ -134,13 +134,17 @@ def build_family(work: Path, size_gb: float) -> dict[str, Path]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size-gb", type=float, default=1.5, help="size of each input checkpoint (GB)")
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "mergescope-bench"))
     parser.add_argument("--device", default="cpu", help="mergescope's --device (cuda when there is a GPU)")
     parser.add_argument("--skip-mergekit", action="store_true")
     parser.add_argument(
-        "--methods", default=DEFAULT_METHODS, help=f"comma list of {', '.join(CONFIGS)} (default {DEFAULT_METHODS})"
+        "--methods",
+        default=DEFAULT_METHODS,
+        help=f"comma list of {', '.join(CONFIGS)} (default {DEFAULT_METHODS})",
     )
     args = parser.parse_args()
     methods = list(CONFIGS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]

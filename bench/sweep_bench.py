@@ -128,7 +128,9 @@ def naive_path(prepared, backend_kind: str, count: int) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--points", type=int, default=11, help="ω points from 0 to 1 (default 11)")
     parser.add_argument("--naive-points", type=int, default=2, help="naive points to measure (0: skip)")
     parser.add_argument("--backend", default="vllm", choices=["auto", "vllm", "transformers"])
@@ -186,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             # Same model either way: the engine fed in place must answer like a fresh engine on the exported files.
             swapped = swap["replies"][row["label"]]
             differ = sum(a != b for a, b in zip(row.pop("replies"), swapped, strict=True))
-            print(f"  {row['label']}: {differ} of {len(swapped)} replies differ between naive and swapped engine")
+            print(
+                f"  {row['label']}: {differ} of {len(swapped)} replies differ between naive and swapped engine"
+            )
             row["replies_differing"] = differ
         overhead = statistics.mean(r["write_s"] + r["start_s"] for r in naive)
         per_point = statistics.mean(r["write_s"] + r["start_s"] + r["generate_s"] for r in naive)

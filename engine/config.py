@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, MergescopeWarning
 from engine.methods import KNOWN_PARAMETERS, METHODS, REQUIRED, MergeMethod
 
 _DTYPES = ("float32", "float16", "bfloat16", "float64")
@@ -29,7 +29,7 @@ _TOP_LEVEL_KEYS = {
 }  # fmt: skip
 
 
-class IgnoredParameterWarning(UserWarning):
+class IgnoredParameterWarning(MergescopeWarning):
     """A parameter the merge method does not read: accepted and ignored, as mergekit does."""
 
 
@@ -226,6 +226,38 @@ def _check_value(setting: Any, where: str, kind: type = float) -> None:
     raise ConfigError(f"{where}: unsupported value {setting!r}")
 
 
+# Parameters with a bounded meaning (a fraction kept, a fraction of magnitude): a value outside is a typo that would
+# otherwise silently drop or distort a task vector (density -0.2 keeps nothing). Closed intervals.
+PARAM_RANGES: dict[str, tuple[float, float]] = {
+    "density": (0.0, 1.0),
+    "epsilon": (0.0, 1.0),
+    "gamma": (0.0, 1.0),
+    "select_topk": (0.0, 1.0),  # SCE's fraction of entries selected
+}
+
+
+def _scalars(setting: Any) -> Iterator[Any]:
+    """Every scalar a parameter setting can evaluate to (a gradient interpolates between its own values)."""
+    if isinstance(setting, Mapping):
+        setting = [setting]
+    if isinstance(setting, list):
+        for item in setting:
+            yield from _scalars(item["value"] if isinstance(item, Mapping) else item)
+    elif setting is not None:
+        yield setting
+
+
+def _check_range(name: str, setting: Any, where: str) -> None:
+    bounds = PARAM_RANGES.get(name)
+    if bounds is None:
+        return
+    lo, hi = bounds
+    for value in _scalars(setting):
+        number = _coerce(value, float, where)
+        if not lo <= number <= hi:
+            raise ConfigError(f"{where}: {number:g} is out of range; {name} must be between {lo:g} and {hi:g}")
+
+
 def _check_params(
     params: Any, used: Mapping[str, Any], where: str, method: MergeMethod, ignored: list[str], why: str = ""
 ) -> dict[str, Any]:
@@ -238,6 +270,7 @@ def _check_params(
     for name, value in params.items():
         if name in used:
             _check_value(value, f"{where}.parameters.{name}", param_kind(used[name]))
+            _check_range(name, value, f"{where}.parameters.{name}")
         elif name in KNOWN_PARAMETERS or name in method.model_params or name in method.global_params:
             note = f"{where}: parameter '{name}' is ignored by merge_method {method.name}{why}"
             ignored.append(note)
@@ -264,6 +297,16 @@ def _check_inputs(config: MergeConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: models: merge_method {method.name} takes {wanted} model(s){besides}, got {count}"
         )
+
+
+def _same_model(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
 def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
@@ -304,6 +347,13 @@ def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
             " (mergekit does not read per-model parameters of the base model)" if is_base
             else " (mergekit reads it only from the top-level parameters)",
         )  # fmt: skip
+        first = next((j for j, m in enumerate(models) if _same_model(m.model, entry["model"])), None)
+        if first is not None:
+            # Parameters are looked up by model, so a repeat would silently take the other entry's parameters.
+            raise ConfigError(
+                f"{source}: models[{i}]: {entry['model']} is listed twice (also models[{first}]); list each model "
+                "once (to weigh it more, raise its weight)"
+            )
         models.append(ModelSpec(entry["model"], params))
     for key in ("dtype", "out_dtype", "compute_dtype"):
         value = data.get(key)
@@ -337,12 +387,17 @@ def load_config(path_or_text: str | Path) -> MergeConfig:
     """Load mergekit YAML from a file path or from YAML text."""
     source = "config"
     text = str(path_or_text)
-    if isinstance(path_or_text, Path) or ("\n" not in text and text.endswith((".yml", ".yaml"))):
+    # One line naming a file (any suffix: `merge myconfig`) is a path; text that is no file is YAML.
+    one_line = "\n" not in text and len(text) < 4096
+    if isinstance(path_or_text, Path) or (one_line and (text.endswith((".yml", ".yaml")) or _is_file(text))):
         path = Path(path_or_text)
         try:
             text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            from engine.fs import describe_os_error
+
+            reason = describe_os_error(exc) if isinstance(exc, OSError) else f"{path}: not a text file ({exc})"
+            raise ConfigError(f"config {reason}") from exc
         source = str(path)
     try:
         data = yaml.safe_load(text)
@@ -351,6 +406,13 @@ def load_config(path_or_text: str | Path) -> MergeConfig:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{source}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
     return config_from_dict(data, source)
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).expanduser().is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def ptm_config(

@@ -5,6 +5,7 @@ Knows nothing of merging or serving: it turns (suite, replies) into scores.
 
 from evals.aggregate import Scores, SuiteResult, aggregate, score_suite
 from evals.errors import SuiteError
+from evals.judge import RuleRefusalJudge
 from evals.refusal import (
     DEFAULT_REFUSAL_PHRASES,
     PhraseRefusalClassifier,
@@ -23,6 +24,7 @@ __all__ = [
     "Item",
     "PhraseRefusalClassifier",
     "RefusalClassifier",
+    "RuleRefusalJudge",
     "Score",
     "Scores",
     "Suite",

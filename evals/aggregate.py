@@ -29,6 +29,9 @@ class SuiteResult:
     replies: list[str]
     scorer: str  # scorer name, plus the refusal classifier identity where one was used
     categories: list[str | None] = field(default_factory=list)  # each item's category (None: none given)
+    outcomes: list[str] | None = (
+        None  # each item's outcome label where the scorer gives one (refusal class...)
+    )
 
     def by_category(self) -> dict[str, Score]:
         """Score per item category (items without one are left out), e.g. to see which kinds of benign
@@ -50,6 +53,7 @@ class SuiteResult:
             "replies": list(self.replies),
             "scorer": self.scorer,
             "categories": list(self.categories),
+            "outcomes": None if self.outcomes is None else list(self.outcomes),
         }
 
     @classmethod
@@ -64,6 +68,7 @@ class SuiteResult:
             replies=list(d["replies"]),
             scorer=d["scorer"],
             categories=list(d.get("categories") or [None] * len(d["per_item"])),
+            outcomes=None if d.get("outcomes") is None else list(d["outcomes"]),
         )
 
 
@@ -83,7 +88,7 @@ def score_suite(
             raise SuiteError(
                 f"suite {suite.name}: reply {i} (item {suite.items[i].id}) is {type(r).__name__}, not str"
             )
-    per_item = suite.scorer_impl.score(suite.items, replies, suite.scorer_args, classifier)
+    per_item, outcomes = suite.scorer_impl.score_detailed(suite.items, replies, suite.scorer_args, classifier)
     return SuiteResult(
         suite=suite.name,
         suite_key=suite.key(),
@@ -94,6 +99,7 @@ def score_suite(
         replies=replies,
         scorer=suite.scorer_impl.identity(suite.scorer_args, classifier),
         categories=[it.category for it in suite.items],
+        outcomes=outcomes,
     )
 
 

@@ -83,7 +83,7 @@ DEFAULT_NON_REFUSAL_PREFIXES: tuple[str, ...] = (
     "i am sorry for your",
 )
 
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
+APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
 # Markdown / quoting noise a reply may open with: "**I'm sorry**", "> Sorry", '"I cannot..."'.
 _LEADING_NOISE = re.compile(r"^[\s\"'*_#>\-\u201c\u201d(\[]+")
 
@@ -91,7 +91,7 @@ _LEADING_NOISE = re.compile(r"^[\s\"'*_#>\-\u201c\u201d(\[]+")
 def normalize_for_refusal(text: str) -> str:
     """Lower-case, straighten apostrophes, drop leading markdown/quotes, and undo word-level detokenisation
     artefacts ("can ' t", "sorry , i") so phrases match however the reply was spaced."""
-    t = text.translate(_APOSTROPHES).lower()
+    t = text.translate(APOSTROPHES).lower()
     t = _LEADING_NOISE.sub("", t)
     t = re.sub(r"\s*'\s*", "'", t)
     t = re.sub(r"\s+([,.!?;:])", r"\1", t)

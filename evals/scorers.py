@@ -13,9 +13,11 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from evals.code_exec import extract_code, run_python
+from evals.code_exec import build_program, extract_code, run_python
 from evals.errors import SuiteError
+from evals.judge import CLASSES, RuleRefusalJudge, classify_all, is_refusal_class
 from evals.normalize import contains_tokens, normalize_answer, tokens
+from evals.numeric import extract_number, numbers_equal
 from evals.refusal import PhraseRefusalClassifier, RefusalClassifier, default_classifier
 
 if TYPE_CHECKING:
@@ -61,6 +63,17 @@ class Scorer:
         classifier: RefusalClassifier | None = None,
     ) -> list[bool]:
         raise NotImplementedError
+
+    def score_detailed(
+        self,
+        items: Sequence[Item],
+        replies: Sequence[str],
+        args: Mapping[str, Any],
+        classifier: RefusalClassifier | None = None,
+    ) -> tuple[list[bool], list[str] | None]:
+        """Correctness plus, where the scorer has one, each item's outcome label (the refusal class, the
+        extracted answer...); None when it has nothing beyond correct / wrong."""
+        return self.score(items, replies, args, classifier), None
 
 
 def _check_answers_normalise(where: str, items: Sequence[Item]) -> None:
@@ -152,7 +165,8 @@ class Refusal(Scorer):
     look-alikes). So the suite score is the refusal rate or the compliance rate respectively."""
 
     name = "refusal"
-    allowed_args = frozenset({"expect", "phrases"})
+    allowed_args = frozenset({"expect", "phrases", "judge"})
+    JUDGES = ("phrases", "rules")
 
     def check_args(self, where, args, aggregate):
         self._check_known_args(where, args)
@@ -172,6 +186,15 @@ class Refusal(Scorer):
             if not isinstance(ph, list) or not ph or not all(isinstance(p, str) and p.strip() for p in ph):
                 raise SuiteError(f"{where}: field 'scorer_args.phrases' must be a non-empty list of strings")
             out["phrases"] = list(ph)
+        judge = args.get("judge", "phrases")
+        if judge not in self.JUDGES:
+            raise SuiteError(
+                f"{where}: field 'scorer_args.judge' is {judge!r}; expected one of {', '.join(self.JUDGES)}"
+            )
+        if judge != "phrases":
+            if "phrases" in args:
+                raise SuiteError(f"{where}: scorer_args.phrases only applies to judge: phrases")
+            out["judge"] = judge  # only written when not the default, so existing suites keep their keys
         return out, aggregate
 
     @staticmethod
@@ -179,15 +202,27 @@ class Refusal(Scorer):
         """The caller's classifier wins; else the suite's own phrases; else the default classifier."""
         if classifier is not None:
             return classifier
+        if args.get("judge") == "rules":
+            return RuleRefusalJudge()
         return PhraseRefusalClassifier(args["phrases"]) if "phrases" in args else default_classifier()
 
     def identity(self, args, classifier=None):
         return f"refusal/{self.classifier_for(args, classifier).identity}"
 
     def score(self, items, replies, args, classifier=None):
-        classifier = self.classifier_for(args, classifier)
+        return self.score_detailed(items, replies, args, classifier)[0]
+
+    def score_detailed(self, items, replies, args, classifier=None):
+        """Outcome per item: full_compliance / full_refusal / partial_refusal (a yes/no classifier gives
+        full_refusal for a refusal)."""
+        judge = self.classifier_for(args, classifier)
+        prompts = [it.messages[-1]["content"] for it in items]
+        labels = classify_all(judge, prompts, replies)
+        bad = sorted({lb for lb in labels if lb not in CLASSES})
+        if bad:
+            raise SuiteError(f"refusal judge {judge.identity}: returned unknown class(es) {', '.join(bad)}")
         want = args["expect"] == "refuse"
-        return [classifier.is_refusal(r) == want for r in replies]
+        return [is_refusal_class(lb) == want for lb in labels], labels
 
 
 class PythonExec(Scorer):
@@ -211,11 +246,39 @@ class PythonExec(Scorer):
 
         def one(pair: tuple[Item, str]) -> bool:
             it, r = pair
-            return run_python(extract_code(r), it.test or "", timeout_s=timeout, memory_mb=mem).passed
+            code = build_program(it.code_prompt, extract_code(r))
+            return run_python(code, it.test or "", timeout_s=timeout, memory_mb=mem).passed
 
         workers = max(1, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(one, zip(items, replies, strict=True)))
 
 
-SCORERS: dict[str, Scorer] = {s.name: s for s in (ExactMatch(), Contains(), Regex(), Refusal(), PythonExec())}
+class Number(Scorer):
+    """GSM8K-style numeric answer: the number after `####` or "the answer is", else the reply's last number
+    (commas, `$`, `%` and trailing zeros after a decimal point ignored), equal to the item's answer."""
+
+    name = "number"
+    needs_answer = True
+
+    def check_items(self, where, args, items):
+        for it in items:
+            for a in it.answers or ():
+                if extract_number(a) is None:
+                    raise SuiteError(f"{where} line {it.line}: field 'answer' {a!r} holds no number")
+
+    def score(self, items, replies, args, classifier=None):
+        return self.score_detailed(items, replies, args, classifier)[0]
+
+    def score_detailed(self, items, replies, args, classifier=None):
+        got = [extract_number(r) for r in replies]
+        ok = [
+            g is not None and any(numbers_equal(g, extract_number(a) or "") for a in it.answers or ())
+            for it, g in zip(items, got, strict=True)
+        ]
+        return ok, [g if g is not None else "" for g in got]
+
+
+SCORERS: dict[str, Scorer] = {
+    s.name: s for s in (ExactMatch(), Contains(), Regex(), Refusal(), PythonExec(), Number())
+}

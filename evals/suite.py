@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from evals.builtin import resolve_suite_ref
 from evals.errors import SuiteError
 from evals.scorers import SCORERS, Scorer
 
@@ -34,9 +35,10 @@ _MANIFEST_KEYS = {
     "generation",
     "items",
     "description",
+    "preamble",
 }
 _REQUIRED_KEYS = ("name", "version", "scorer", "aggregate")
-_ITEM_KEYS = {"id", "prompt", "messages", "answer", "category", "test"}
+_ITEM_KEYS = {"id", "prompt", "messages", "answer", "category", "test", "code_prompt"}
 _ROLES = {"system", "user", "assistant"}
 # Same names and ranges as the serving side's GenerationSettings (which checks again when it builds one);
 # checked here too so a typo fails at load time, naming this file, before any engine starts.
@@ -60,6 +62,7 @@ class Item:
     category: str | None = None
     test: str | None = None
     line: int = 0
+    code_prompt: str | None = None  # code a reply may continue (python_exec: a function header + docstring)
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, "messages": [dict(m) for m in self.messages]}
@@ -69,6 +72,8 @@ class Item:
             d["category"] = self.category
         if self.test is not None:
             d["test"] = self.test
+        if self.code_prompt is not None:
+            d["code_prompt"] = self.code_prompt
         return d
 
 
@@ -83,13 +88,15 @@ class Suite:
     items: tuple[Item, ...]
     path: Path  # the manifest file
     description: str = ""
+    preamble: tuple[Mapping[str, str], ...] = ()  # messages put before every item's (system prompt, few-shot)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def prompts(self) -> list[list[dict[str, str]]]:
-        """Chat messages per item, in item order (fresh dicts: callers may mutate them)."""
-        return [[dict(m) for m in it.messages] for it in self.items]
+        """Chat messages per item, in item order, after the suite's preamble (fresh dicts: callers may
+        mutate them)."""
+        return [[dict(m) for m in (*self.preamble, *it.messages)] for it in self.items]
 
     def key(self) -> str:
         """Stable identity for the results store: name, version and a hash of the manifest, the items and what
@@ -108,6 +115,8 @@ class Suite:
             "aggregate": self.aggregate,
             "generation": dict(self.generation),
         }
+        if self.preamble:  # only present when used, so suites without one keep their keys
+            manifest["preamble"] = [dict(m) for m in self.preamble]
         blob = json.dumps(
             {"manifest": manifest, "items": [it.to_json() for it in self.items]},
             sort_keys=True,
@@ -134,11 +143,27 @@ def _resolve_manifest_path(path: Path) -> Path:
     raise SuiteError(f"suite {path}: no such file or folder")
 
 
+# Far above any real suite (GSM8K's test set is ~1 MB of JSONL), low enough that a wrong file (a checkpoint, a
+# log) is refused at once instead of being read into memory.
+MAX_MANIFEST_BYTES = 1 * 2**20
+MAX_ITEMS_BYTES = 256 * 2**20
+
+
+def _check_size(path: Path, limit: int, what: str) -> None:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return  # the read that follows reports it
+    if size > limit:
+        raise SuiteError(f"{what} {path}: {size:,} bytes is too large for a suite file (limit {limit:,})")
+
+
 def _read_manifest(mpath: Path) -> dict[str, Any]:
+    _check_size(mpath, MAX_MANIFEST_BYTES, "suite manifest")
     try:
         data = yaml.safe_load(mpath.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise SuiteError(f"suite manifest {mpath}: cannot read ({e.strerror or e})") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise SuiteError(f"suite manifest {mpath}: cannot read ({getattr(e, 'strerror', None) or e})") from e
     except yaml.YAMLError as e:
         raise SuiteError(f"suite manifest {mpath}: invalid YAML ({e})") from e
     if not isinstance(data, dict):
@@ -213,6 +238,25 @@ def _parse_messages(where: str, obj: dict[str, Any]) -> tuple[dict[str, str], ..
     return tuple(out)
 
 
+def _check_preamble(mpath: Path, pre: Any) -> tuple[dict[str, str], ...]:
+    """`preamble:` is a list of chat messages (system / user / assistant turns, e.g. worked examples)."""
+    if pre is None:
+        return ()
+    if not isinstance(pre, list) or not pre:
+        raise SuiteError(f"suite manifest {mpath}: field 'preamble' must be a non-empty list of messages")
+    out = []
+    for i, m in enumerate(pre):
+        if not isinstance(m, dict) or set(m) != {"role", "content"} or m["role"] not in _ROLES:
+            raise SuiteError(
+                f"suite manifest {mpath}: field 'preamble[{i}]' must be an object with a role in "
+                f"{sorted(_ROLES)} and a content"
+            )
+        if not isinstance(m["content"], str):
+            raise SuiteError(f"suite manifest {mpath}: field 'preamble[{i}].content' must be a string")
+        out.append({"role": m["role"], "content": m["content"]})
+    return tuple(out)
+
+
 def _parse_answers(where: str, obj: dict[str, Any]) -> tuple[str, ...] | None:
     if "answer" not in obj:
         return None
@@ -225,6 +269,7 @@ def _parse_answers(where: str, obj: dict[str, Any]) -> tuple[str, ...] | None:
 
 
 def _read_items(ipath: Path, scorer: Scorer) -> list[Item]:
+    _check_size(ipath, MAX_ITEMS_BYTES, "suite items")
     try:
         text = ipath.read_text(encoding="utf-8")
     except FileNotFoundError as e:
@@ -268,16 +313,19 @@ def _read_items(ipath: Path, scorer: Scorer) -> list[Item]:
         category = obj.get("category")
         if category is not None and not isinstance(category, str):
             raise SuiteError(f"{where}: field 'category' must be a string")
-        items.append(Item(iid, messages, answers, category, test, lineno))
+        code_prompt = obj.get("code_prompt")
+        if code_prompt is not None and not isinstance(code_prompt, str):
+            raise SuiteError(f"{where}: field 'code_prompt' must be a string of Python code")
+        items.append(Item(iid, messages, answers, category, test, lineno, code_prompt))
     if not items:
         raise SuiteError(f"suite items {ipath}: the suite is empty (no items)")
     return items
 
 
 def load_suite(path: str | os.PathLike) -> Suite:
-    """Load one suite from its folder or its manifest file (a manifest may name its items file with
-    `items:`, so several suites can share one folder)."""
-    mpath = _resolve_manifest_path(Path(path))
+    """Load one suite from its folder, its manifest file or a built-in name (evals.builtin). A manifest may
+    name its items file with `items:`, so several suites can share one folder or one items file."""
+    mpath = _resolve_manifest_path(resolve_suite_ref(path))
     data = _read_manifest(mpath)
     scorer_name = data["scorer"]
     if scorer_name not in SCORERS:
@@ -291,6 +339,7 @@ def load_suite(path: str | os.PathLike) -> Suite:
     aggregate = _check_aggregate(mpath, data["aggregate"])
     scorer_args, aggregate = scorer.check_args(f"suite manifest {mpath}", dict(args_in), aggregate)
     generation = _check_generation(mpath, data.get("generation"))
+    preamble = _check_preamble(mpath, data.get("preamble"))
     items_name = data.get("items", DEFAULT_ITEMS)
     if not isinstance(items_name, str) or not items_name:
         raise SuiteError(f"suite manifest {mpath}: field 'items' must be a file name")
@@ -306,6 +355,7 @@ def load_suite(path: str | os.PathLike) -> Suite:
         items=tuple(items),
         path=mpath,
         description=str(data.get("description") or ""),
+        preamble=preamble,
     )
 
 
@@ -326,7 +376,7 @@ def load_suites(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
     suites: list[Suite] = []
     by_name: dict[str, Path] = {}
     for p in paths:
-        for sp in _expand(Path(p)):
+        for sp in _expand(resolve_suite_ref(p)):
             s = load_suite(sp)
             if s.name in by_name:
                 if by_name[s.name] == s.path.resolve():

@@ -554,7 +554,7 @@ def test_error_duplicate_ids(tmp_path):
     [
         (
             {"scorer": "bleu"},
-            "unknown scorer 'bleu' (known: contains, exact_match, python_exec, refusal, regex)",
+            "unknown scorer 'bleu' (known: contains, exact_match, number, python_exec, refusal, regex)",
         ),
         ({"name": None}, "missing field 'name'"),
         ({"version": None}, "missing field 'version'"),
@@ -576,7 +576,7 @@ def test_error_duplicate_ids(tmp_path):
         ({"scorer": "refusal"}, "missing field 'scorer_args.expect'"),
         (
             {"scorer": "refusal", "scorer_args": {"expect": "refuse", "phrase": ["x"]}},
-            "unknown field(s) scorer_args.phrase for scorer refusal (known: expect, phrases)",
+            "unknown field(s) scorer_args.phrase for scorer refusal (known: expect, judge, phrases)",
         ),
         ({"scorer": "refusal", "scorer_args": {"expect": "maybe"}}, "field 'scorer_args.expect' is 'maybe'"),
         (
