@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, MergescopeWarning
 from engine.methods import KNOWN_PARAMETERS, METHODS, REQUIRED, MergeMethod
 
 _DTYPES = ("float32", "float16", "bfloat16", "float64")
@@ -29,7 +29,7 @@ _TOP_LEVEL_KEYS = {
 }  # fmt: skip
 
 
-class IgnoredParameterWarning(UserWarning):
+class IgnoredParameterWarning(MergescopeWarning):
     """A parameter the merge method does not read: accepted and ignored, as mergekit does."""
 
 
@@ -232,6 +232,7 @@ PARAM_RANGES: dict[str, tuple[float, float]] = {
     "density": (0.0, 1.0),
     "epsilon": (0.0, 1.0),
     "gamma": (0.0, 1.0),
+    "select_topk": (0.0, 1.0),  # SCE's fraction of entries selected
 }
 
 

@@ -374,6 +374,20 @@ def test_parity_cases_are_not_trivial(outputs):
     q0 = slerp.get("model.layers.0.self_attn.q_proj.weight")
     q2 = slerp.get("model.layers.2.self_attn.q_proj.weight")
     assert not torch.allclose(q0, q2)
+    # The selecting methods really select: part of the output is the base's, part the model's (or a mix).
+    config = load_config(outputs["arcee_fusion"][0] / "mergekit_config.yml")
+    b, a = open_checkpoint(Path(config.base_model)).get(name), open_checkpoint(Path(config.models[1].model)).get(name)
+    for case in ("arcee_fusion", "ram", "sce"):
+        merged = open_checkpoint(outputs[case][1]).get(name)
+        from_base = (merged == b).float().mean().item()
+        assert 0.0 < from_base < 0.95, f"{case}: {from_base:.2%} of the entries are the base's"
+    fused = open_checkpoint(outputs["arcee_fusion"][1]).get(name)
+    took = torch.isclose(fused, a, rtol=1e-6, atol=1e-7)
+    assert (took | (fused == b)).all() and took.any()
+    # nearswap moves every entry part of the way (all the way where the models are within t of each other)
+    swapped = open_checkpoint(outputs["nearswap"][1]).get(name)
+    assert ((swapped - b) * (a - b) >= -1e-9).all() and ((swapped - b).abs() <= (a - b).abs() + 1e-7).all()
+    assert not torch.allclose(swapped, a) and not torch.allclose(swapped, b)
 
 
 def _kept_stats(ours: Path, base: Path, model: Path):

@@ -13,7 +13,6 @@ import os
 import re
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import TextIO
 
@@ -113,13 +112,7 @@ def run(args: argparse.Namespace, *, err: TextIO | None = None) -> int:
         raise MergeError(f"--device {args.device}: no CUDA device is available here")
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"--device {args.device}: only cpu and cuda are supported")
-    from engine.config import IgnoredParameterWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", IgnoredParameterWarning)  # printed below, one plain line each
-        config = load_config(Path(args.config))  # always a file here, whatever its suffix
-    for note in config.ignored:
-        print(f"warning: {note}", file=err)
+    config = load_config(Path(args.config))  # always a file here, whatever its suffix
     if args.compute_dtype:
         config = dataclasses.replace(config, compute_dtype=args.compute_dtype)
     if args.threads < 1:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import torch
 
 
@@ -16,7 +19,9 @@ def need(name: str, base: torch.Tensor | None, tensors: list[torch.Tensor], *, b
         raise ValueError(f"{name} needs at least {at_least} model(s) besides the base, got {len(tensors)}")
 
 
-def chunk_stats(read_chunks, reduce) -> torch.Tensor:
+def chunk_stats(
+    read_chunks: Callable[[], Iterator[tuple[Any, Any]]], reduce: Callable[[Any, Any], torch.Tensor]
+) -> torch.Tensor:
     """Sum `reduce(base, tensors)` (a float64 tensor) over one pass of row chunks."""
     total = None
     for base, tensors in read_chunks():
