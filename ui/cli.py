@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from engine.commands.engine_args import add_engine_arguments
+from engine.commands.engine_args import add_engine_arguments, backend_options
 from engine.errors import ConfigError, MergescopeError
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     app = build_app(
         store_path=args.store,
         allowed_roots=roots,
-        backend_factory=lambda start: make_backend(start, kind=args.backend, device=args.device),
+        backend_factory=lambda start: make_backend(start, **backend_options(args)),
         family=family,
         default_weights=args.weights,
         warm_up=True,

@@ -70,6 +70,15 @@ class Defaults:
         self.suites = [(Path(p).name, str(Path(p).resolve())) for p in family.suites]
         self.dataset_sizes = dict(family.dataset_sizes or {})
 
+    @property
+    def suite_choices(self) -> list[tuple[str, str]]:
+        """The suite picker's choices: the family's own suites (ticked by default), then every built-in suite
+        (xstest, gsm8k, humaneval...), unticked: they cost minutes a point on a CPU."""
+        from evals.builtin import list_builtin
+
+        own = {path for _, path in self.suites}
+        return self.suites + [(name, path) for name, path, _ in list_builtin() if path not in own]
+
 
 @dataclass
 class AppContext:

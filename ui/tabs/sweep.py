@@ -247,7 +247,7 @@ def layout(ctx: AppContext) -> SimpleNamespace:
         grid = gr.Checkbox(False, label="2-D grid (two skills)")
     with gr.Row():
         suites = gr.CheckboxGroup(
-            d.suites, value=[p for _, p in d.suites], label="eval suites", elem_id="suites", scale=2
+            d.suite_choices, value=[p for _, p in d.suites], label="eval suites", elem_id="suites", scale=2
         )
         extra_suites = gr.Textbox(
             lines=1,
