@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from engine.vocab import vocab_size_of
+
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -114,13 +116,15 @@ def family_tensor(
     return base
 
 
-def write_tokenizer(folder: Path, vocab_size: int) -> None:
-    """A character-level WordLevel tokenizer with a chat template (enough for AutoTokenizer and vLLM)."""
+def write_tokenizer(folder: Path, vocab_size: int, extra_tokens: Sequence[str] = ()) -> None:
+    """A character-level WordLevel tokenizer with a chat template (enough for AutoTokenizer and vLLM). The last
+    ids go to `extra_tokens` when given (vocabularies that differ in more than their length)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     specials = ["<pad>", "<s>", "</s>", "<unk>"]
     chars = [chr(c) for c in range(32, 127)]
-    vocab = {tok: i for i, tok in enumerate((specials + chars)[:vocab_size])}
+    tokens = (specials + chars)[: vocab_size - len(extra_tokens)] + list(extra_tokens)
+    vocab = {tok: i for i, tok in enumerate(tokens)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
     tok.save(str(folder / "tokenizer.json"))
@@ -172,6 +176,7 @@ def write_family_member(
     shard_size: int | None = None,
     dtype: torch.dtype = torch.float32,
     tokenizer: bool = True,
+    extra_tokens: Sequence[str] = (),
 ) -> Path:
     """One member of a synthetic family, streamed to disk tensor by tensor (memory: one tensor)."""
     from engine.export import TensorSlot, write_shards
@@ -186,17 +191,17 @@ def write_family_member(
     )
     write_shards(stream, slots, folder, shard_size or 2**62)
     cfg = dict(config, torch_dtype=str(dtype).removeprefix("torch."))
-    return _write_support_files(folder, cfg, tokenizer=tokenizer)
+    return _write_support_files(folder, cfg, tokenizer=tokenizer, extra_tokens=extra_tokens)
 
 
-def _write_support_files(folder: Path, config: dict, *, tokenizer: bool) -> Path:
+def _write_support_files(folder: Path, config: dict, *, tokenizer: bool, extra_tokens: Sequence[str] = ()) -> Path:
     """config.json, generation_config.json and (optionally) a tokenizer beside the weights."""
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     (folder / "generation_config.json").write_text(
         json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "max_new_tokens": 16})
     )
     if tokenizer:
-        write_tokenizer(folder, config["vocab_size"])
+        write_tokenizer(folder, vocab_size_of(config), extra_tokens)
     return folder
 
 
