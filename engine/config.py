@@ -9,6 +9,7 @@ takes precedence over the top-level `parameters`, which take precedence over the
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from engine.methods import METHODS, REQUIRED, MergeMethod
 from engine.tokenizer_spec import TokenizerSpec, parse_tokenizer
 
 _DTYPES = ("float32", "float16", "bfloat16", "float64")
-_LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+_LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)\.")  # Llama-style `layers.N.`, GPT-2 `h.N.`
 _TOP_LEVEL_KEYS = {
     "merge_method", "base_model", "models", "parameters", "dtype", "out_dtype",
     "tokenizer_source", "chat_template", "name", "slices", "tokenizer",
@@ -489,14 +490,38 @@ def ptm_config(
     parameters: Mapping[str, Any] | None = None,
     dtype: str = "float32",
 ) -> MergeConfig:
-    """θ_G + Σ ω_k (θ_Dk − θ_pre) as a mergekit config: base = θ_pre, general at weight 1, each skill at ω_k."""
+    """θ_G + Σ ω_k (θ_Dk − θ_pre) as a mergekit config: base = θ_pre, general at weight 1, each skill at ω_k.
+
+    The variant speaks with the general model's tokenizer and chat template, and the YAML says so (mergekit would
+    otherwise take both from the base): `chat_template` is the general's template text, and `tokenizer_source`
+    the general model when its tokenizer holds exactly its vocab_size tokens (for a padded embedding matrix
+    mergekit would cut the padding rows, so there the base's identical vocabulary is left to stand)."""
     models = [ModelSpec(str(general), {"weight": 1.0})]
     models += [ModelSpec(str(path), {"weight": float(w)}) for path, w in skills.items()]
+    tokenizer_source, chat_template = _general_tokenizer(Path(general))
     data = MergeConfig(
         merge_method=method,
         models=tuple(models),
         base_model=str(base),
         parameters=dict(parameters or {}),
         dtype=dtype,
+        tokenizer_source=tokenizer_source,
+        chat_template=chat_template,
     ).to_dict()
     return config_from_dict(data, "ptm_config")
+
+
+def _general_tokenizer(general: Path) -> tuple[str | None, str | None]:
+    from engine.chat_template import model_chat_template
+    from engine.tokenizer_build import tokenizer_length
+    from engine.vocab import vocab_size_of
+
+    if not general.is_dir():  # a hub id not downloaded yet: nothing to say
+        return None, None
+    try:
+        config = json.loads((general / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    length = tokenizer_length(general)
+    source = str(general) if length is not None and length == vocab_size_of(config) else None
+    return source, model_chat_template(general)

@@ -208,9 +208,11 @@ def _copy_support_files(
     num_layers: int | None = None,
     tokenizer=None,
     vocab_size: int | None = None,
+    tokenizer_folder: Path | None = None,
 ) -> None:
     """config.json (with the output's dtype, layer count and vocabulary size), generation config, and the
-    tokenizer: `tokenizer` (a built one) saved, else the source's files copied."""
+    tokenizer: `tokenizer` (a built one) saved, else the files of `tokenizer_folder` (default: the source's)
+    copied."""
     config = json.loads(json.dumps(source.config))  # deep copy: nested text_config may change
     if out_dtype is not None:
         name = str(out_dtype).removeprefix("torch.")
@@ -222,11 +224,14 @@ def _copy_support_files(
     if vocab_size is not None:
         _set_config_value(config, ("vocab_size",), vocab_size)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-    copied = ("generation_config.json",) if tokenizer is not None else (*TOKENIZER_FILES, "generation_config.json")
-    for fname in copied:
-        src = source.path / fname
-        if src.exists():
-            shutil.copy2(src, folder / fname)
+    src = source.path / "generation_config.json"
+    if src.exists():
+        shutil.copy2(src, folder / src.name)
+    if tokenizer is None:
+        for fname in TOKENIZER_FILES:
+            src = (tokenizer_folder or source.path) / fname
+            if src.exists():
+                shutil.copy2(src, folder / fname)
     if tokenizer is not None:
         if chat_template:
             tokenizer.chat_template = chat_template
@@ -353,6 +358,7 @@ def export_merge(
     support = {
         "num_layers": output_layers(config),
         "tokenizer": built.tokenizer if built else None,
+        "tokenizer_folder": built.folder if built else None,
         "vocab_size": built.vocab_size if built else None,
         "note": note,
     }

@@ -275,7 +275,7 @@ def _aligner(
 ) -> Callable[[list[torch.Tensor]], list[torch.Tensor]] | None:
     """Row re-indexing for a token-indexed tensor, or None when it would change nothing."""
     rows = {ref: ckpts[ref].info(name).shape[0] for ref, name in plan.sources}
-    if built.alignment.trivial(refs, rows):
+    if built.alignment is None or built.alignment.trivial(refs, rows):
         return None
 
     def align(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -349,7 +349,7 @@ def _merge_stream(
         base = ckpts[plan.base[0]] if plan.base else None
         inputs = [ckpts[ref] for ref, _ in plan.inputs]
         align = None
-        if setup.tokenizer is not None and is_vocab_tensor(name):
+        if setup.tokenizer is not None and setup.tokenizer.alignment is not None and is_vocab_tensor(name):
             align = _aligner(setup.tokenizer, [ref for ref, _ in plan.sources], ckpts, plan)
         job = _Job(
             name, base, inputs, method, plan.model_params, plan.params,

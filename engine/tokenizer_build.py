@@ -94,14 +94,59 @@ def _union(base_tok: Any, toks: Mapping[str, Any], rows: Mapping[str, int]) -> A
     return out
 
 
+# The files that define a vocabulary (tokenizer_config.json and the chat template do not change token ids).
+VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json")
+
+
+def tokenizer_length(folder: Path) -> int | None:
+    """The number of tokens (added ones included) of a folder's tokenizer.json, read without transformers."""
+    file = Path(folder) / "tokenizer.json"
+    if not file.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(file)).get_vocab_size(with_added_tokens=True)
+    except Exception as exc:  # the tokenizers library raises plain Exceptions for malformed files
+        raise ConfigError(f"{file}: cannot read: {exc}") from exc
+
+
+def _vocab_fingerprint(folder: Path) -> tuple[bytes | None, ...]:
+    return tuple((folder / f).read_bytes() if (folder / f).is_file() else None for f in VOCAB_FILES)
+
+
 @dataclass
 class BuiltTokenizer:
-    tokenizer: Any  # a transformers tokenizer, saved into the output folder
-    alignment: Alignment
+    """The output tokenizer: a built one (`tokenizer`, with the row `alignment`), or, when every model shares the
+    source's vocabulary id for id, just the folder whose tokenizer files are copied."""
+
+    tokenizer: Any  # a transformers tokenizer, saved into the output folder; None: copy from `folder`
+    alignment: Alignment | None
+    size: int
+    folder: Path | None = None
 
     @property
     def vocab_size(self) -> int:
-        return self.alignment.padded_size
+        return self.size
+
+
+def _shared_vocabulary(
+    spec: TokenizerSpec, source: Path, refs: list[str], ckpts: Mapping[str, Checkpoint]
+) -> BuiltTokenizer | None:
+    """The no-op case (the usual one for fine-tunes of one base): nothing configured per token, and every model's
+    vocabulary files equal the source's and hold exactly its vocab_size tokens. Then no row moves, and the
+    tokenizer files are copied rather than rebuilt (no transformers load on every sweep point)."""
+    if spec.tokens or spec.pad_to_multiple_of:
+        return None
+    length = tokenizer_length(source)
+    if length is None:
+        return None
+    fingerprint = _vocab_fingerprint(source)
+    for ref in refs:
+        ckpt = ckpts[ref]
+        if vocab_size_of(ckpt.config) != length or _vocab_fingerprint(ckpt.path) != fingerprint:
+            return None
+    return BuiltTokenizer(None, None, length, source)
 
 
 def build_tokenizer(config: MergeConfig, ckpts: Mapping[str, Checkpoint]) -> BuiltTokenizer | None:
@@ -111,6 +156,13 @@ def build_tokenizer(config: MergeConfig, ckpts: Mapping[str, Checkpoint]) -> Bui
         return None
     refs = config.refs()
     base_ref = config.base_model or refs[0]
+    if spec.source in ("base", "union"):
+        source_folder = ckpts[base_ref].path
+    else:
+        source_folder = ckpts[spec.source].path if spec.source in ckpts else Path(spec.source)
+    shared = _shared_vocabulary(spec, source_folder, refs, ckpts)
+    if shared is not None:
+        return shared
     rows = {}
     for ref in refs:
         size = vocab_size_of(ckpts[ref].config)
@@ -125,7 +177,7 @@ def build_tokenizer(config: MergeConfig, ckpts: Mapping[str, Checkpoint]) -> Bui
     elif spec.source == "union":
         out = _union(base_tok, toks, rows)
     else:
-        out = _load(ckpts[spec.source].path if spec.source in ckpts else Path(spec.source))
+        out = _load(source_folder)
     missing = [tok for tok in spec.tokens if tok not in out.get_vocab()]
     if missing:
         out = _copy(out) if out is base_tok or out in toks.values() else out
@@ -144,4 +196,4 @@ def build_tokenizer(config: MergeConfig, ckpts: Mapping[str, Checkpoint]) -> Bui
         base=config.base_model,
         padded_size=padded(len(vocab), spec.pad_to_multiple_of),
     )
-    return BuiltTokenizer(out, alignment)
+    return BuiltTokenizer(out, alignment, alignment.padded_size)
