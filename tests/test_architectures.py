@@ -130,5 +130,5 @@ def test_same_tensors_as_mergekit_where_it_handles_the_architecture(merged):
             assert mine is not None, f"{arch}: mergekit wrote {name}, we did not"
             assert torch.allclose(mine, b.get(name).float(), atol=1e-6), (arch, name)
         compared.append(arch)
-    # The text architectures mergekit 0.1.5 knows must all have been compared.
-    assert {"llama", "mistral", "qwen2", "gpt2", "mixtral"} <= set(compared), (compared, errors)
+    # mergekit 0.1.5 runs every one of these configs (it drops LLaVA's towers, but does not fail).
+    assert set(compared) == set(ARCHITECTURES), (compared, errors)

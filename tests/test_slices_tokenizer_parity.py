@@ -288,3 +288,35 @@ def test_named_chat_templates_render_as_mergekit(outputs, name):
         assert tok_a.apply_chat_template(CONVERSATIONS[0], tokenize=False, add_generation_prompt=True) == (
             "[|system|][|endofturn|]\n[|user|] hi there \n[|assistant|]"
         )
+
+
+@pytest.mark.parametrize("vocab", [99, 128])
+def test_sweep_variant_yaml_reproduces_in_mergekit(tmp_path, vocab):
+    """A sweep variant (ptm_config) names the general model's tokenizer and chat template, so mergekit run on
+    the exported YAML gives the same tensors, vocabulary and prompt format as our export. With 128 rows for 99
+    tokens (a padded embedding) `tokenizer_source` is left out: mergekit would cut the padding rows."""
+    from transformers import AutoTokenizer
+
+    from engine.config import ptm_config
+    from engine.export import export_merge
+    from engine.synthetic import CHAT_TEMPLATE
+
+    family = write_family(tmp_path / "f", llama_config(vocab_size=vocab), ("base", "general", "skill"), delta_scale=0.5)
+    # The base speaks another template: mergekit's default (the base's) would be wrong for the variant.
+    tok_cfg = family["base"] / "tokenizer_config.json"
+    tok_cfg.write_text(tok_cfg.read_text().replace("<|assistant|>", "<|bot|>"))
+    config = ptm_config(family["base"], family["general"], {str(family["skill"]): 0.4})
+    assert config.tokenizer_source == (str(family["general"]) if vocab == 99 else None)
+    assert config.chat_template == CHAT_TEMPLATE
+    ours = export_merge(config, tmp_path / "ours")
+    yml = tmp_path / "variant.yml"
+    yml.write_text((ours / "mergekit_config.yml").read_text())
+    theirs = tmp_path / "theirs"
+    assert run_mergekit([(yml, theirs, True)])[str(theirs)] is None
+    assert _compare_plain(ours, theirs) == len(open_checkpoint(theirs).tensor_names())
+    tok_a, tok_b = AutoTokenizer.from_pretrained(str(ours)), AutoTokenizer.from_pretrained(str(theirs))
+    assert tok_a.get_vocab() == tok_b.get_vocab()
+    conv = CONVERSATIONS[1]
+    rendered = tok_a.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+    assert rendered == tok_b.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+    assert rendered.endswith("<|assistant|>")
