@@ -74,6 +74,8 @@ def check_compatible(config: MergeConfig, ckpts: Mapping[str, Checkpoint]) -> li
                 f"vocab size differs: {reference.path} has {ref_vocab}, {other.path} has {vocab} "
                 f"(config.json vocab_size); {VOCAB_HINT}"
             )
+        if config.slices:
+            continue  # slices read only some layers: the plan checks each tensor it needs, and its shapes
         other_names = set(other.tensor_names())
         missing = [n for n in names if n not in other_names]
         if missing:
@@ -83,8 +85,6 @@ def check_compatible(config: MergeConfig, ckpts: Mapping[str, Checkpoint]) -> li
         extra = sorted(other_names - ref_set)
         if extra:
             raise MergeError(f"tensor {extra[0]} is only in {other.path}, not in {reference.path}")
-        if config.slices:
-            continue  # layer shapes are checked per planned tensor
         for name in names:
             check_shapes(name, [(reference, name), (other, name)], aligned)
     return names

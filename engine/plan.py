@@ -91,12 +91,17 @@ def _layout(ckpt: Checkpoint) -> tuple[list[str], str, dict[int, list[str]], lis
     return pre, prefixes.pop(), blocks, post
 
 
-def _edge(config: MergeConfig, piece: SliceSpec, names: list[str]) -> list[TensorPlan]:
+def _edge(
+    config: MergeConfig, piece: SliceSpec, names: list[str], ckpts: Mapping[str, Checkpoint]
+) -> list[TensorPlan]:
     """Tensors outside the layers (embeddings, final norm, head) from one slice's sources at t = 0."""
     base = config.slice_base(piece)
     base = base if base in {s.model for s in piece.sources} else None
     out = []
     for name in names:
+        for src in piece.sources:
+            if name not in ckpts[src.model].tensor_names():
+                raise MergeError(f"tensor {name} is missing from {ckpts[src.model].path} (a source of this slice)")
         model_params, params = config.slice_params(piece, name, 0.0)
         out.append(
             TensorPlan(
@@ -115,7 +120,7 @@ def plan_slices(config: MergeConfig, ckpts: Mapping[str, Checkpoint]) -> list[Te
     layouts = {ref: _layout(ckpts[ref]) for ref in config.refs()}
     first = config.slices[0].sources[0].model
     pre, prefix, _, post = layouts[first]
-    plans = _edge(config, config.slices[0], pre)
+    plans = _edge(config, config.slices[0], pre, ckpts)
     out_layer = 0
     for i, piece in enumerate(config.slices):
         # As in a `models:` config, the base is handed to the method whenever one is named (methods that
@@ -156,7 +161,7 @@ def plan_slices(config: MergeConfig, ckpts: Mapping[str, Checkpoint]) -> list[Te
                     )
                 )
             out_layer += 1
-    plans += _edge(config, config.slices[-1], post)
+    plans += _edge(config, config.slices[-1], post, ckpts)
     return plans
 
 

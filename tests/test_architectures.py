@@ -111,6 +111,7 @@ def _ours_as(ckpt, name: str) -> torch.Tensor | None:
     return None
 
 
+@pytest.mark.slow  # one mergekit process over 11 architectures: ~2 min here
 def test_same_tensors_as_mergekit_where_it_handles_the_architecture(merged):
     """mergekit is the oracle for the tensors it writes; ours are a superset (mergekit drops tensors outside its
     architecture tables, e.g. a LLaVA's language model in 0.1.5), and equal where both exist."""

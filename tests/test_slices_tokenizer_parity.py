@@ -290,7 +290,7 @@ def test_named_chat_templates_render_as_mergekit(outputs, name):
         )
 
 
-@pytest.mark.parametrize("vocab", [99, 128])
+@pytest.mark.parametrize("vocab", [99, pytest.param(128, marks=pytest.mark.slow)])
 def test_sweep_variant_yaml_reproduces_in_mergekit(tmp_path, vocab):
     """A sweep variant (ptm_config) names the general model's tokenizer and chat template, so mergekit run on
     the exported YAML gives the same tensors, vocabulary and prompt format as our export. With 128 rows for 99
@@ -320,3 +320,19 @@ def test_sweep_variant_yaml_reproduces_in_mergekit(tmp_path, vocab):
     rendered = tok_a.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
     assert rendered == tok_b.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
     assert rendered.endswith("<|assistant|>")
+
+
+def test_tied_embeddings_stay_tied_when_aligned(tmp_path):
+    """A tied model (no lm_head) aligned over differing vocabularies keeps one embedding matrix, sized to the
+    output vocabulary (mergekit 0.1.5 writes an untied lm_head copy instead)."""
+    va = write_family_member(tmp_path / "va", llama_config(vocab_size=99, tie_word_embeddings=True), variant=1)
+    vb = write_family_member(tmp_path / "vb", llama_config(vocab_size=96, tie_word_embeddings=True))
+    yml = tmp_path / "c.yml"
+    yml.write_text(f"merge_method: linear\nmodels:\n  - {{model: {va}, parameters: {{weight: 1}}}}\n"
+                   f"  - {{model: {vb}, parameters: {{weight: 1}}}}\ntokenizer_source: base\n")  # fmt: skip
+    out = tmp_path / "out"
+    assert cli_main(["merge", str(yml), "--out", str(out), "--quiet"]) == 0
+    ckpt = open_checkpoint(out)
+    config = json.loads((out / "config.json").read_text())
+    assert "lm_head.weight" not in ckpt.tensor_names() and config["tie_word_embeddings"] is True
+    assert ckpt.info("model.embed_tokens.weight").shape[0] == config["vocab_size"] == len(_vocab(out))
