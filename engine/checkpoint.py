@@ -115,22 +115,46 @@ class Checkpoint:
         self._infos: dict[str, TensorInfo] = {}
         self._handles: dict[Path, int] = {}
         self._pickled: dict[str, torch.Tensor] | None = None
+        self._weight_map: dict[str, str] = {}
         files = self._weight_files(allow_pickle)
         for file in files:
             if file.suffix == ".safetensors":
                 header, data_start = _read_header(file)
                 for tname, meta in header.items():
+                    self._check_placement(tname, file)
                     self._infos[tname] = _tensor_info(file, tname, meta, data_start)
             else:
                 self._load_pickle(file)
+        unread = [t for t in self._weight_map if t not in self._infos]
+        if unread:
+            raise CheckpointError(
+                f"{self.path / INDEX_FILE}: tensor {unread[0]} is mapped to {self._weight_map[unread[0]]}, "
+                "which does not hold it"
+            )
 
     # -- discovery -------------------------------------------------------------------------------------------
+    def _check_placement(self, tname: str, file: Path) -> None:
+        """A tensor must live in exactly one shard, the one the index names: a second copy would be ambiguous
+        (which one is the model?), so it is reported instead of one copy silently winning."""
+        seen = self._infos.get(tname)
+        if seen is not None:
+            named = self._weight_map.get(tname)
+            hint = f"; the index names {named}" if named else ""
+            raise CheckpointError(
+                f"{self.path}: tensor {tname} is in two shards, {seen.file.name} and {file.name}{hint}"
+            )
+        if self._weight_map and self._weight_map.get(tname) != file.name:
+            named = self._weight_map.get(tname)
+            where = f"maps it to {named}" if named else "does not list it"
+            raise CheckpointError(f"{file}: holds tensor {tname}, but {INDEX_FILE} {where}")
+
     def _weight_files(self, allow_pickle: bool) -> list[Path]:
         index = self.path / INDEX_FILE
         if index.exists():
             weight_map = _read_json(index, required=True).get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
                 raise CheckpointError(f"{index}: no 'weight_map'")
+            self._weight_map = {str(k): str(v) for k, v in weight_map.items()}
             files = sorted({self.path / f for f in weight_map.values()})
             missing = [f for f in files if not f.exists()]
             if missing:

@@ -9,9 +9,11 @@ import importlib
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 
-from engine.errors import MergescopeError
+from engine.errors import MergescopeError, MergescopeWarning
+from engine.fs import describe_os_error
 
 # name -> (module, one-line help). Modules are imported only when their command runs, so `mergescope inspect`
 # does not pay for importing vLLM or Gradio.
@@ -19,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("engine.commands.inspect", "compatibility report for a set of checkpoints"),
     "merge": ("engine.commands.merge", "merge checkpoints from a mergekit YAML config"),
     "sweep": ("engine.commands.sweep", "sweep mixture weights, evaluate every point, store the results"),
+    "browse": ("engine.commands.browse", "a stored sweep's replies item by item across ω (behaviour table)"),
     "ui": ("ui.cli", "launch the dashboard (default: the embedded demo family)"),
     "demo": ("engine.commands.demo", "regenerate (and verify) the embedded demo family with its recipe"),
 }
@@ -54,15 +57,38 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Our warnings (silent fallbacks made visible) print as `warning: <message>`, every time, without the
+    source line Python would add."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, MergescopeWarning):
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", MergescopeWarning)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), warnings_as_lines():
             return int(module.run(args) or 0)
     except MergescopeError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # The last resort of the one OS-error mapping (engine.fs): a failure no writer wrapped still names its
+        # path and reason instead of a traceback.
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

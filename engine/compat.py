@@ -50,7 +50,7 @@ class CompatReport:
     def to_dict(self) -> dict[str, object]:
         return {
             "ok": self.ok,
-            "checkpoints": self.names,
+            "checkpoints": list(self.names),
             "summary": self.summary,
             "differences": [{"field": d.field, "detail": d.detail} for d in self.differences],
             "notes": [{"field": d.field, "detail": d.detail} for d in self.notes],
@@ -90,11 +90,11 @@ def compatibility_report(ckpts: Sequence[Checkpoint]) -> CompatReport:
                 )
             )
         other_names = set(other.tensor_names())
-        for names, what in ((first_names - other_names, "missing from"), (other_names - first_names, "only in")):
-            for name in sorted(names)[:5]:
+        for differing, what in ((first_names - other_names, "missing from"), (other_names - first_names, "only in")):
+            for name in sorted(differing)[:5]:
                 diffs.append(Difference("tensor", f"{name} {what} {other.name} ({pair})"))
-            if len(names) > 5:
-                diffs.append(Difference("tensor", f"... and {len(names) - 5} more {what} {other.name}"))
+            if len(differing) > 5:
+                diffs.append(Difference("tensor", f"... and {len(differing) - 5} more {what} {other.name}"))
         dtype_diffs = 0
         for name in sorted(first_names & other_names):
             a, b = first.info(name), other.info(name)

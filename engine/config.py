@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,6 +283,37 @@ def _check_value(setting: Any, where: str, kind: type = float) -> None:
     raise ConfigError(f"{where}: unsupported value {setting!r}")
 
 
+# Parameters with a bounded meaning (a fraction kept, a fraction of magnitude): a value outside is a typo that would
+# otherwise silently drop or distort a task vector (density -0.2 keeps nothing). Closed intervals.
+PARAM_RANGES: dict[str, tuple[float, float]] = {
+    "density": (0.0, 1.0),
+    "epsilon": (0.0, 1.0),
+    "gamma": (0.0, 1.0),
+}
+
+
+def _scalars(setting: Any) -> Iterator[Any]:
+    """Every scalar a parameter setting can evaluate to (a gradient interpolates between its own values)."""
+    if isinstance(setting, Mapping):
+        setting = [setting]
+    if isinstance(setting, list):
+        for item in setting:
+            yield from _scalars(item["value"] if isinstance(item, Mapping) else item)
+    elif setting is not None:
+        yield setting
+
+
+def _check_range(name: str, setting: Any, where: str) -> None:
+    bounds = PARAM_RANGES.get(name)
+    if bounds is None:
+        return
+    lo, hi = bounds
+    for value in _scalars(setting):
+        number = _coerce(value, float, where)
+        if not lo <= number <= hi:
+            raise ConfigError(f"{where}: {number:g} is out of range; {name} must be between {lo:g} and {hi:g}")
+
+
 def _check_params(params: Any, allowed: dict[str, Any], where: str, method: str) -> dict[str, Any]:
     if params is None:
         return {}
@@ -294,6 +325,7 @@ def _check_params(params: Any, allowed: dict[str, Any], where: str, method: str)
                 f"{where}: unknown parameter '{name}' for merge_method {method} (allowed: {', '.join(sorted(allowed))})"
             )
         _check_value(value, f"{where}.parameters.{name}", param_kind(allowed[name]))
+        _check_range(name, value, f"{where}.parameters.{name}")
     return dict(params)
 
 
@@ -397,6 +429,16 @@ def _check_inputs(config: MergeConfig, source: str) -> None:
         raise ConfigError(f"{source}: models: nothing to merge besides the base model")
 
 
+def _same_model(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
 def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping at the top level")
@@ -429,6 +471,13 @@ def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
         if extra:
             raise ConfigError(f"{source}: models[{i}]: unknown field(s) {', '.join(sorted(extra))}")
         params = _check_params(entry.get("parameters"), allowed, f"{source}: models[{i}]", method_name)
+        first = next((j for j, m in enumerate(models) if _same_model(m.model, entry["model"])), None)
+        if first is not None:
+            # Parameters are looked up by model, so a repeat would silently take the other entry's parameters.
+            raise ConfigError(
+                f"{source}: models[{i}]: {entry['model']} is listed twice (also models[{first}]); list each model "
+                "once (to weigh it more, raise its weight)"
+            )
         models.append(ModelSpec(entry["model"], params))
     for key in ("dtype", "out_dtype"):
         value = data.get(key)
@@ -465,12 +514,17 @@ def load_config(path_or_text: str | Path) -> MergeConfig:
     """Load mergekit YAML from a file path or from YAML text."""
     source = "config"
     text = str(path_or_text)
-    if isinstance(path_or_text, Path) or ("\n" not in text and text.endswith((".yml", ".yaml"))):
+    # One line naming a file (any suffix: `merge myconfig`) is a path; text that is no file is YAML.
+    one_line = "\n" not in text and len(text) < 4096
+    if isinstance(path_or_text, Path) or (one_line and (text.endswith((".yml", ".yaml")) or _is_file(text))):
         path = Path(path_or_text)
         try:
             text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            from engine.fs import describe_os_error
+
+            reason = describe_os_error(exc) if isinstance(exc, OSError) else f"{path}: not a text file ({exc})"
+            raise ConfigError(f"config {reason}") from exc
         source = str(path)
     try:
         data = yaml.safe_load(text)
@@ -479,6 +533,13 @@ def load_config(path_or_text: str | Path) -> MergeConfig:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{source}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
     return config_from_dict(data, source)
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).expanduser().is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def ptm_config(

@@ -23,3 +23,11 @@ class BackendError(MergescopeError):
 
 class StoreError(MergescopeError):
     """The results store cannot be read or written."""
+
+
+class FileSystemError(MergescopeError):
+    """The operating system refused a file operation (permission, read-only, no space, symlink loop...)."""
+
+
+class MergescopeWarning(UserWarning):
+    """Something was done differently from what the input suggests; the CLI prints it as `warning: ...`."""

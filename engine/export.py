@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,10 +19,11 @@ from pathlib import Path
 
 import torch
 
+from engine import fs
 from engine.chat_template import resolve_chat_template
 from engine.checkpoint import Checkpoint
 from engine.config import MergeConfig
-from engine.errors import MergeError
+from engine.errors import MergeError, MergescopeWarning
 from engine.merge import MergeSetup, RowChunks, _merge_stream, parse_dtype, prepare_merge
 from engine.plan import output_layers
 
@@ -247,30 +249,53 @@ def _copy_support_files(
 
 
 class atomic_folder:
-    """Context manager yielding a temporary folder beside `dest`, renamed to `dest` on success."""
+    """Context manager yielding a temporary folder beside `dest`, renamed to `dest` on success.
+
+    It holds the output lock (`engine.fs.OutputLock`) from start to rename, so of two writers to one folder
+    exactly one proceeds; under the lock it removes temporary folders a killed run left behind, and it gives
+    the folder the mode the user's umask asks for (mkdtemp's is 0700)."""
 
     def __init__(self, dest: str | os.PathLike, overwrite: bool = False) -> None:
-        self.dest = Path(dest).resolve()
+        self.dest = fs.resolve(dest, "--out")
         self.overwrite = overwrite
+        self.lock = fs.OutputLock(self.dest)
 
     def __enter__(self) -> Path:
-        if self.dest.exists() and not self.overwrite:
-            raise MergeError(f"{self.dest}: already exists (pass --overwrite to replace it)")
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.tmp-", dir=self.dest.parent))
+        parent = self.dest.parent
+        with fs.os_errors(f"cannot write the output folder {self.dest}:", parent):
+            parent.mkdir(parents=True, exist_ok=True)
+        self.lock.__enter__()
+        try:
+            if self.dest.exists() and not self.overwrite:  # re-checked under the lock: a rival may have won
+                raise MergeError(f"{self.dest}: already exists (pass --overwrite to replace it)")
+            fs.remove_stale_temps(self.dest)
+            with fs.os_errors(f"cannot write the output folder {self.dest}:", parent):
+                self.tmp = Path(tempfile.mkdtemp(prefix=fs.temp_prefix(self.dest), dir=parent))
+                fs.chmod_like_umask(self.tmp, folder=True)
+        except BaseException:
+            self.lock.__exit__()
+            raise
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:  # includes KeyboardInterrupt
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        if self.dest.exists():
-            trash = self.dest.with_name(f".{self.dest.name}.old-{os.getpid()}")
-            os.replace(self.dest, trash)
-            os.replace(self.tmp, self.dest)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.dest)
+        try:
+            if exc_type is not None:  # includes KeyboardInterrupt
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                return
+            try:
+                with fs.os_errors(f"cannot write the output folder {self.dest}:", self.dest.parent):
+                    if self.dest.exists():
+                        trash = self.dest.with_name(f"{fs.trash_prefix(self.dest)}{os.getpid()}")
+                        os.replace(self.dest, trash)
+                        os.replace(self.tmp, self.dest)
+                        shutil.rmtree(trash, ignore_errors=True)
+                    else:
+                        os.replace(self.tmp, self.dest)
+            except BaseException:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                raise
+        finally:
+            self.lock.__exit__()
 
 
 def _buffered_slots(
@@ -300,7 +325,8 @@ def write_checkpoint(
 
     With `slots` (every tensor's name, shape and dtype, in stream order) the stream is written as it arrives
     (constant memory); without, it is held in memory first."""
-    with atomic_folder(out_dir, overwrite) as tmp:
+    folder = atomic_folder(out_dir, overwrite)
+    with folder as tmp, fs.os_errors(f"cannot write the output folder {folder.dest}:", tmp):
         if slots is None:
             tensors, slots = _buffered_slots(tensors)
         write_shards(tensors, slots, tmp, shard_size)
@@ -313,13 +339,35 @@ def write_checkpoint(
         (tmp / "README.md").write_text(_model_card(config_yaml, card_extra, source, note))
         if config_yaml:
             (tmp / "mergekit_config.yml").write_text(config_yaml)
-    return Path(out_dir).resolve()
+    return folder.dest
 
 
 def donor(config: MergeConfig, ckpts: dict[str, Checkpoint]) -> Checkpoint:
     """Where config.json (and, without a tokenizer setting, the tokenizer) come from, as in mergekit: the base
     model, else the first model the config names."""
     return ckpts[config.base_model or config.refs()[0]]
+
+
+def check_support_source(source: Checkpoint, *, explicit: bool, tokenizer: bool = True) -> None:
+    """The merged folder's config.json (and, with `tokenizer`, its tokenizer) are copied from `source`: without a
+    config.json nothing can load the result, so that is an error; a missing tokenizer is an error when the config
+    named the source (`tokenizer_source`), else a warning (the output then has no tokenizer)."""
+    if not (source.path / "config.json").is_file():
+        raise MergeError(
+            f"{source.path / 'config.json'}: missing; the merged model's config.json is copied from {source.name} "
+            "(the base model, else the first model named, as in mergekit), and without it nothing can load the "
+            "result"
+        )
+    if not tokenizer or any((source.path / f).is_file() for f in TOKENIZER_FILES):
+        return
+    message = f"{source.path}: no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...)"
+    if explicit:
+        raise MergeError(f"tokenizer_source: {message}; name a model that has a tokenizer")
+    warnings.warn(
+        f"{message}: the merged model gets no tokenizer (set tokenizer_source to a model that has one)",
+        MergescopeWarning,
+        stacklevel=2,
+    )
 
 
 def export_merge(
@@ -336,12 +384,15 @@ def export_merge(
     allow_pickle: bool = False,
 ) -> Path:
     """Merge per `config` and write the result to `out_dir` (atomic). Every input error (incompatible models,
-    bad parameters, an unknown chat template, an existing `out_dir`) is raised before anything is written."""
-    out_path = Path(out_dir).resolve()
+    bad parameters, an unknown chat template, an output folder that is an input, an existing `out_dir`) is
+    raised before anything is written."""
+    out_path = fs.resolve(out_dir, "--out")
     if out_path.exists() and not overwrite:
         raise MergeError(f"{out_path}: already exists (pass --overwrite to replace it)")
     setup: MergeSetup = prepare_merge(config, allow_pickle=allow_pickle)
     ckpts = setup.ckpts
+    spec = config.tokenizer.source if config.tokenizer else config.tokenizer_source
+    fs.check_output_not_input(out_path, [*config.refs(), *([spec] if spec not in (None, "base", "union") else [])])
     out_dtype = parse_dtype(dtype) or parse_dtype(config.out_dtype) or parse_dtype(config.dtype)
     slots = []
     for plan in setup.plan:
@@ -349,11 +400,11 @@ def export_merge(
         target = (out_dtype if info.dtype.is_floating_point else None) or info.dtype
         slots.append(TensorSlot(plan.name, setup.out_shape(plan), target))
     source = donor(config, ckpts)
-    chat_template = resolve_chat_template(config.chat_template, [ckpts[r].path for r in config.refs()])
     built = setup.tokenizer
+    check_support_source(source, explicit=False, tokenizer=built is None)
+    chat_template = resolve_chat_template(config.chat_template, [ckpts[r].path for r in config.refs()])
     note = None
     if built is not None:
-        spec = config.tokenizer.source if config.tokenizer else config.tokenizer_source
         note = f"Configuration from `{source.name}`; tokenizer built from `{spec}` ({built.vocab_size} tokens)."
     support = {
         "num_layers": output_layers(config),

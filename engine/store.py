@@ -9,6 +9,7 @@ its points, in order, with each point's aggregate scores, for export to CSV and 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import StoreError
+from engine.fs import chmod_like_umask, os_errors
 
 SCHEMA_VERSION = 1
 
@@ -82,15 +84,17 @@ def result_key(variant_identity: Mapping[str, Any], suite_key: str, settings: Ma
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write a file through a temporary sibling and a rename, so readers never see half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with os_errors("cannot write", path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+            chmod_like_umask(tmp, folder=False)  # mkstemp's 0600 would hide an export from other accounts
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
 
 
@@ -99,23 +103,54 @@ class ResultStore:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        try:
+        with os_errors("results store", self.path.parent):
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise StoreError(f"results store {self.path}: is a folder; give a file name such as results.db")
+        # SQLite's side files that opening creates: removed again if the store turns out unusable.
+        sides = [self.path.with_name(self.path.name + s) for s in ("-wal", "-shm", "-journal")]
+        fresh = [p for p in (self.path, *sides) if not p.exists()]
+        try:
+            self._open()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._db.close()
+            for p in fresh:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            raise
+
+    def _open(self) -> None:
+        try:
             # isolation_level=None: autocommit; every statement (or explicit transaction) is durable at once.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            # OR IGNORE: two processes opening a new store at once must not collide on this row.
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             row = self._db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row["value"]) != SCHEMA_VERSION:
-                raise StoreError(
-                    f"results store {self.path}: schema {row['value']}, this version reads {SCHEMA_VERSION}"
-                )
+            self._check_schema(row["value"])
+            # A truncated or damaged file can open fine and fail on the first page read: find out now.
+            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {check}")
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"results store {self.path}: cannot open as SQLite ({exc})") from exc
+            raise StoreError(f"results store {self.path}: {_describe_sqlite(exc)}") from exc
+
+    def _check_schema(self, value: str) -> None:
+        try:
+            version = int(value)
+        except ValueError:
+            raise StoreError(f"results store {self.path}: unreadable schema version {value!r}") from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"results store {self.path}: written by a newer mergescope (schema {version}; this version reads "
+                f"{SCHEMA_VERSION}); upgrade mergescope or use another --store"
+            )
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"results store {self.path}: schema {version}, this version reads {SCHEMA_VERSION}")
 
     # --- results -----------------------------------------------------------------------------------------------
     def get(self, key: str) -> dict[str, Any] | None:
@@ -249,13 +284,13 @@ class ResultStore:
         try:
             self._db.execute(sql, params)
         except sqlite3.Error as exc:
-            raise StoreError(f"results store {self.path}: write failed ({exc})") from exc
+            raise StoreError(f"results store {self.path}: write failed: {_describe_sqlite(exc)}") from exc
 
     def _query(self, sql: str, params: tuple) -> list[sqlite3.Row]:
         try:
             return self._db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"results store {self.path}: read failed ({exc})") from exc
+            raise StoreError(f"results store {self.path}: read failed: {_describe_sqlite(exc)}") from exc
 
     def _query_one(self, sql: str, params: tuple) -> sqlite3.Row | None:
         rows = self._query(sql, params)
@@ -269,6 +304,23 @@ class ResultStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _describe_sqlite(exc: sqlite3.Error) -> str:
+    """What an SQLite failure means for the user (its own text names no file and no remedy)."""
+    text = str(exc)
+    lowered = text.lower()
+    if "readonly" in lowered or "read-only" in lowered:
+        return f"cannot write to it: read-only file or file system ({text}); use another --store"
+    if "not a database" in lowered or "malformed" in lowered or "integrity check" in lowered:
+        return f"not a readable SQLite results store: corrupt or truncated ({text}); move it away or use another --store"
+    if "locked" in lowered or "busy" in lowered:
+        return f"another process holds it locked for too long ({text}); try again"
+    if "unable to open" in lowered:
+        return f"cannot open the file ({text}); check the folder exists and is writable"
+    if "disk is full" in lowered or "full" in lowered:
+        return f"no space left on the device ({text})"
+    return f"SQLite error ({text})"
 
 
 def points_to_csv(points: list[dict[str, Any]]) -> str:

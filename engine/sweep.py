@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from engine.config import MergeConfig
     from evals import Scores, Suite, SuiteResult
 
+# The most variant points one sweep may have (a list, a range or a 2-D grid): more is a typo (0:1:0.0001) or a
+# runaway request, and would queue hours of engine work.
+MAX_POINTS = 1000
+
 # How many decimals a weight keeps: 0:1:0.1 must give 0.3, not 0.30000000000000004, or the store key drifts.
 WEIGHT_DECIMALS = 6
 
@@ -48,12 +52,17 @@ def parse_weights(text: str) -> list[float]:
             if stop < start:
                 raise ValueError("STOP must be >= START")
             count = int((stop - start) / step + 1e-9) + 1
-            if count > 10_000:
-                raise ValueError(f"{count} points is too many")
+            if count > MAX_POINTS:
+                raise ValueError(f"{count} points is too many (at most {MAX_POINTS})")
             weights = [round(start + i * step, WEIGHT_DECIMALS) for i in range(count)]
         else:
-            weights = [round(float(p), WEIGHT_DECIMALS) for p in text.split(",") if p.strip()]
-    except ValueError as exc:
+            parts = [p for p in text.split(",") if p.strip()]
+            if len(parts) > MAX_POINTS:
+                raise ValueError(f"{len(parts)} points is too many (at most {MAX_POINTS})")
+            weights = [round(float(p), WEIGHT_DECIMALS) for p in parts]
+        if any(w != w or w in (float("inf"), float("-inf")) for w in weights):
+            raise ValueError("weights must be finite numbers")
+    except (ValueError, OverflowError) as exc:
         raise ConfigError(f"--weights {text!r}: {exc}") from exc
     if not weights:
         raise ConfigError(f"--weights {text!r}: no weights")
@@ -112,6 +121,11 @@ class SweepSpec:
             raise ConfigError("sweep: no weights to sweep")
         if self.grid and len(self.skill_paths) != 2:
             raise ConfigError(f"sweep: --grid needs exactly two skills, got {len(self.skill_paths)}")
+        if self.grid and len(self.weights) ** 2 > MAX_POINTS:
+            raise ConfigError(
+                f"sweep: --weights: a {len(self.weights)}x{len(self.weights)} grid is {len(self.weights) ** 2} "
+                f"points, more than {MAX_POINTS}"
+            )
         if not self.suites:
             raise ConfigError("sweep: no eval suites given")
         for name in self.references:

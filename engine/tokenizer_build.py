@@ -36,7 +36,7 @@ def _load(path: Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(path), use_fast=True, trust_remote_code=False)
     except Exception as exc:  # transformers raises many kinds; the message names the folder
-        raise ConfigError(f"{path}: cannot load its tokenizer: {exc}") from exc
+        raise ConfigError(f"tokenizer_source/tokenizer: {path}: cannot load its tokenizer ({exc})") from exc
 
 
 def _strip(tokenizer: Any, rows: int) -> Any:

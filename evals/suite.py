@@ -134,11 +134,27 @@ def _resolve_manifest_path(path: Path) -> Path:
     raise SuiteError(f"suite {path}: no such file or folder")
 
 
+# Far above any real suite (GSM8K's test set is ~1 MB of JSONL), low enough that a wrong file (a checkpoint, a
+# log) is refused at once instead of being read into memory.
+MAX_MANIFEST_BYTES = 1 * 2**20
+MAX_ITEMS_BYTES = 256 * 2**20
+
+
+def _check_size(path: Path, limit: int, what: str) -> None:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return  # the read that follows reports it
+    if size > limit:
+        raise SuiteError(f"{what} {path}: {size:,} bytes is too large for a suite file (limit {limit:,})")
+
+
 def _read_manifest(mpath: Path) -> dict[str, Any]:
+    _check_size(mpath, MAX_MANIFEST_BYTES, "suite manifest")
     try:
         data = yaml.safe_load(mpath.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise SuiteError(f"suite manifest {mpath}: cannot read ({e.strerror or e})") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise SuiteError(f"suite manifest {mpath}: cannot read ({getattr(e, 'strerror', None) or e})") from e
     except yaml.YAMLError as e:
         raise SuiteError(f"suite manifest {mpath}: invalid YAML ({e})") from e
     if not isinstance(data, dict):
@@ -225,6 +241,7 @@ def _parse_answers(where: str, obj: dict[str, Any]) -> tuple[str, ...] | None:
 
 
 def _read_items(ipath: Path, scorer: Scorer) -> list[Item]:
+    _check_size(ipath, MAX_ITEMS_BYTES, "suite items")
     try:
         text = ipath.read_text(encoding="utf-8")
     except FileNotFoundError as e:

@@ -218,7 +218,7 @@ def test_ui_command_defaults_are_safe():
 
 def test_path_policy_keeps_reads_and_writes_inside_the_roots(tmp_path):
     from engine.errors import ConfigError
-    from ui.state import PathPolicy, parse_named_lines
+    from ui.paths import PathPolicy, parse_named_lines
 
     root = tmp_path / "root"
     (root / "ckpt").mkdir(parents=True)

@@ -4,20 +4,30 @@ bound to 127.0.0.1. Exposing it (`--host 0.0.0.0`, `--share`) is an explicit cho
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from engine.commands.engine_args import add_engine_arguments
 from engine.errors import ConfigError, MergescopeError
 
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
 REPO_ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)"
+        "--host",
+        default=None,
+        help="interface to bind (default $GRADIO_SERVER_NAME, else 127.0.0.1: this machine only)",
     )
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="port (default $GRADIO_SERVER_PORT, else 7860; 0 picks a free one)",
+    )
     parser.add_argument(
         "--share", action="store_true", help="also open a public Gradio share link (explicit opt-in)"
     )
@@ -34,6 +44,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default="0:1:0.1", help="the ω values the page opens with")
 
 
+def server_address(
+    host: str | None, port: int | None, env: Mapping[str, str] | None = None
+) -> tuple[str, int]:
+    """--host/--port, else Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, else loopback:7860."""
+    env = os.environ if env is None else env
+    host = host or env.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
+    if port is None:
+        text = env.get("GRADIO_SERVER_PORT") or str(DEFAULT_PORT)
+        try:
+            port = int(text)
+        except ValueError as exc:
+            raise ConfigError(f"GRADIO_SERVER_PORT={text!r}: not a port number") from exc
+    return host, port
+
+
 def parse_auth(text: str | None) -> tuple[str, str] | None:
     if not text:
         return None
@@ -48,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from ui.app import build_app, launch
 
     auth = parse_auth(args.auth)
+    host, port = server_address(args.host, args.port)
     roots = args.allowed_root or [str(p) for p in (REPO_ASSETS, Path.cwd()) if p.is_dir()]
     try:
         from engine.demo import load_family
@@ -56,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     except (ImportError, OSError, MergescopeError) as exc:
         print(f"note: demo family unavailable ({exc}); fields start empty", file=sys.stderr)
         family = None
-    if (args.share or args.host not in ("127.0.0.1", "localhost", "::1")) and auth is None:
+    if (args.share or host not in ("127.0.0.1", "localhost", "::1")) and auth is None:
         print("warning: the dashboard is reachable from other machines without --auth", file=sys.stderr)
     app = build_app(
         store_path=args.store,
@@ -67,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         warm_up=True,
     )
     try:
-        launch(app, host=args.host, port=args.port or None, share=args.share, auth=auth, block=False)
+        launch(app, host=host, port=port or None, share=args.share, auth=auth, block=False)
         print(f"mergescope dashboard: {app.local_url}", file=sys.stderr)
         if app.share_url:
             print(f"public share link: {app.share_url}", file=sys.stderr)

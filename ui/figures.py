@@ -15,8 +15,19 @@ Row = dict[str, Any]
 
 # Reference models get fixed, distinct marker symbols so they read apart from the ω curve.
 REFERENCE_SYMBOLS = ("square", "diamond", "cross", "triangle-up", "x", "pentagon", "hexagon", "triangle-down")
-# Their labels take turns around the marker: references often sit close together (skill and CFT models).
-REFERENCE_TEXT_POSITIONS = ("bottom center", "top center", "middle right", "middle left")
+# Where a point's label may go, tried in this order; each is the label centre's offset from the marker in
+# (label widths, label heights). References often sit close together (skill and CFT models).
+TEXT_POSITIONS = {
+    "top center": (0.0, 1.0),
+    "bottom center": (0.0, -1.0),
+    "middle right": (0.6, 0.0),
+    "middle left": (-0.6, 0.0),
+    "top right": (0.6, 0.8),
+    "top left": (-0.6, 0.8),
+    "bottom right": (0.6, -0.8),
+    "bottom left": (-0.6, -0.8),
+}
+IMPORTED_COLOUR = "#7f7f7f"
 METRIC_TITLES = {
     "general": "general score",
     "harmful_refusal": "harmful-refusal rate",
@@ -111,7 +122,9 @@ def _hover(row: Row, x: str, y: str) -> str:
     return "<br>".join(parts)
 
 
-def scatter_figure(rows: Sequence[Row], x: str, y: str, *, title: str) -> go.Figure:
+def scatter_figure(
+    rows: Sequence[Row], x: str, y: str, *, title: str, imported: Sequence[Row] = ()
+) -> go.Figure:
     """x vs y for every point that has both: variants coloured by ω (line in ω order), the |D|/|G| point as a
     star, references as labelled distinct markers, the Pareto front dashed, 95% intervals as error bars."""
     usable = [r for r in rows if x in aggregates(r) and y in aggregates(r)]
@@ -141,10 +154,25 @@ def scatter_figure(rows: Sequence[Row], x: str, y: str, *, title: str) -> go.Fig
                 error_x=_error(xs),
                 error_y=_error(ys),
                 text=[r["label"] for r in variants],
+                customdata=[r["label"] for r in variants],  # what a click on the point sends to the chat
                 hovertext=[_hover(r, x, y) for r in variants],
                 hoverinfo="text",
             )
         )
+    refs = [r for r in usable if r["kind"] != "variant"]
+    coords = [(aggregates(r)[x]["value"], aggregates(r)[y]["value"]) for r in usable]
+    labelled = [r for r in variants if is_heuristic(r)] + refs
+    positions = dict(
+        zip(
+            (r["label"] for r in labelled),
+            label_positions(
+                [(aggregates(r)[x]["value"], aggregates(r)[y]["value"]) for r in labelled],
+                [len(_point_text(r)) for r in labelled],
+                obstacles=coords,
+            ),
+            strict=True,
+        )
+    )
     for row in (r for r in variants if is_heuristic(r)):
         fig.add_trace(
             go.Scatter(
@@ -153,13 +181,13 @@ def scatter_figure(rows: Sequence[Row], x: str, y: str, *, title: str) -> go.Fig
                 mode="markers+text",
                 name=f"|D|/|G| heuristic ({_weight_text(row)})",
                 marker=dict(symbol="star", size=22, color="gold", line=dict(width=1.5, color="black")),
-                text=["|D|/|G|"],
-                textposition="top center",
+                text=[_point_text(row)],
+                textposition=positions[row["label"]],
+                customdata=[row["label"]],
                 hovertext=[_hover(row, x, y)],
                 hoverinfo="text",
             )
         )
-    refs = [r for r in usable if r["kind"] != "variant"]
     for i, row in enumerate(refs):
         xs, ys = [aggregates(row)[x]], [aggregates(row)[y]]
         fig.add_trace(
@@ -169,15 +197,16 @@ def scatter_figure(rows: Sequence[Row], x: str, y: str, *, title: str) -> go.Fig
                 mode="markers+text",
                 name=row["label"],
                 marker=dict(symbol=REFERENCE_SYMBOLS[i % len(REFERENCE_SYMBOLS)], size=13, color="#d62728"),
-                text=[row["label"]],
-                textposition=REFERENCE_TEXT_POSITIONS[i % len(REFERENCE_TEXT_POSITIONS)],
+                text=[_point_text(row)],
+                textposition=positions[row["label"]],
+                customdata=[row["label"]],
                 error_x=_error(xs),
                 error_y=_error(ys),
                 hovertext=[_hover(row, x, y)],
                 hoverinfo="text",
             )
         )
-    coords = [(aggregates(r)[x]["value"], aggregates(r)[y]["value"]) for r in usable]
+    _add_imported(fig, imported, x, y)
     front = pareto_front(coords)
     if len(front) > 1:
         fig.add_trace(
@@ -194,25 +223,121 @@ def scatter_figure(rows: Sequence[Row], x: str, y: str, *, title: str) -> go.Fig
         title=title,
         template="plotly_white",
         height=460,
-        xaxis=dict(title=metric_title(x), range=[-0.03, 1.03]),
-        yaxis=dict(title=metric_title(y), range=[-0.03, 1.03]),
+        xaxis=dict(title=metric_title(x), range=fitted_range(_extent(usable, imported, x))),
+        yaxis=dict(title=metric_title(y), range=fitted_range(_extent(usable, imported, y))),
         legend=dict(orientation="h", y=-0.18),
         margin=dict(l=60, r=20, t=50, b=40),
     )
     return fig
 
 
-def tradeoff_figure(rows: Sequence[Row], y: str | None = None) -> go.Figure:
+def _point_text(row: Row) -> str:
+    return "|D|/|G|" if is_heuristic(row) and row["kind"] == "variant" else row["label"]
+
+
+def _extent(rows: Sequence[Row], imported: Sequence[Row], metric: str) -> list[float]:
+    """Every value an axis must show: the points and the ends of their intervals."""
+    out = []
+    for r in [*rows, *imported]:
+        s = aggregates(r).get(metric)
+        if s is not None:
+            out += [s["value"], s.get("lo", s["value"]), s.get("hi", s["value"])]
+    return out
+
+
+def fitted_range(values: Sequence[float], *, pad: float = 0.08, min_span: float = 0.1) -> list[float]:
+    """An axis range around `values` (with a margin, at least `min_span` wide, kept within [0, 1] plus the margin)
+    so the points use the plot instead of crowding one corner of fixed 0-1 axes."""
+    if not values:
+        return [-0.03, 1.03]
+    lo, hi = min(values), max(values)
+    if hi - lo < min_span:
+        mid = (lo + hi) / 2
+        lo, hi = mid - min_span / 2, mid + min_span / 2
+    margin = pad * (hi - lo)
+    return [max(lo - margin, -0.03), min(hi + margin, 1.03)]
+
+
+def label_positions(
+    points: Sequence[tuple[float, float]],
+    lengths: Sequence[int],
+    *,
+    obstacles: Sequence[tuple[float, float]] = (),
+    char_w: float = 0.012,
+    line_h: float = 0.035,
+) -> list[str]:
+    """A plotly `textposition` per labelled point such that no two labels' boxes overlap (greedy: each label takes
+    the first position whose box clears the labels placed so far and the markers in `obstacles`; failing that, the
+    position overlapping least). Sizes are in axis units of a 0-1 plot: `char_w` per character, `line_h` high."""
+    placed: list[tuple[float, float, float, float]] = []  # label boxes: x0, y0, x1, y1
+    marker = line_h / 3
+    markers = [(ox - marker, oy - marker, ox + marker, oy + marker) for ox, oy in obstacles]
+    chosen = []
+    for (px, py), n in zip(points, lengths, strict=True):
+        w, h = max(n, 1) * char_w, line_h
+        best, best_cost, best_box = "top center", float("inf"), (px, py, px, py)
+        for name, (dx, dy) in TEXT_POSITIONS.items():
+            cx, cy = px + dx * w, py + dy * h
+            box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+            cost = sum(_overlap(box, other) for other in placed) * 10 + sum(_overlap(box, m) for m in markers)
+            if cost < best_cost - 1e-12:
+                best, best_cost, best_box = name, cost, box
+            if cost == 0:
+                break
+        placed.append(best_box)
+        chosen.append(best)
+    return chosen
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def _add_imported(fig: go.Figure, imported: Sequence[Row], x: str, y: str) -> None:
+    """Imported reference results (a paper's table, another tool's export): hollow grey markers, named so."""
+    rows = [r for r in imported if x in aggregates(r) and y in aggregates(r)]
+    if not rows:
+        return
+    fig.add_trace(
+        go.Scatter(
+            x=[aggregates(r)[x]["value"] for r in rows],
+            y=[aggregates(r)[y]["value"] for r in rows],
+            mode="markers+text",
+            name="imported (CSV)",
+            marker=dict(symbol="circle-open", size=12, color=IMPORTED_COLOUR, line=dict(width=2)),
+            text=[f"{r['label']} (imported)" for r in rows],
+            textposition="bottom center",
+            textfont=dict(color=IMPORTED_COLOUR, size=10),
+            hovertext=[f"<b>{r['label']}</b> (imported)<br>{_hover_values(r, x, y)}" for r in rows],
+            hoverinfo="text",
+        )
+    )
+
+
+def _hover_values(row: Row, x: str, y: str) -> str:
+    a = aggregates(row)
+    return "<br>".join(f"{metric_title(n)}: {a[n]['value']:.3f}" for n in (x, y))
+
+
+def tradeoff_figure(rows: Sequence[Row], y: str | None = None, *, imported: Sequence[Row] = ()) -> go.Figure:
     """General score (x) against a skill score (y; default the first skill)."""
     metrics = skill_metrics(rows)
     y = y if y in metrics else (metrics[0] if metrics else "skill")
-    return scatter_figure(rows, "general", y, title=f"Tradeoff: general vs {metric_title(y)}")
+    return scatter_figure(
+        rows, "general", y, title=f"Tradeoff: general vs {metric_title(y)}", imported=imported
+    )
 
 
-def safety_figure(rows: Sequence[Row]) -> go.Figure:
+def safety_figure(rows: Sequence[Row], *, imported: Sequence[Row] = ()) -> go.Figure:
     """Over-refusal view: benign-compliance (x, want high) against harmful-refusal (y, want high)."""
     return scatter_figure(
-        rows, "benign_compliance", "harmful_refusal", title="Safety: harmful-refusal vs benign-compliance"
+        rows,
+        "benign_compliance",
+        "harmful_refusal",
+        title="Safety: harmful-refusal vs benign-compliance",
+        imported=imported,
     )
 
 
@@ -228,10 +353,13 @@ def grid_heatmaps(rows: Sequence[Row], skills: Sequence[str] = ("ω1", "ω2")) -
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[metric_title(m) for m in metrics])
     for col, metric in enumerate(metrics, start=1):
         z: list[list[float | None]] = [[None] * len(w1) for _ in w2]
+        cells: list[list[str]] = [[""] * len(w1) for _ in w2]  # each cell's point label, for click-to-chat
         for r in grid:
+            i, j = w2.index(r["weights"][1]), w1.index(r["weights"][0])
+            cells[i][j] = r["label"]
             s = aggregates(r).get(metric)
             if s is not None:
-                z[w2.index(r["weights"][1])][w1.index(r["weights"][0])] = s["value"]
+                z[i][j] = s["value"]
         fig.add_trace(
             go.Heatmap(
                 x=[f"{w:g}" for w in w1],
@@ -242,6 +370,8 @@ def grid_heatmaps(rows: Sequence[Row], skills: Sequence[str] = ("ω1", "ω2")) -
                 colorscale="Viridis",
                 showscale=col == len(metrics),
                 texttemplate="%{z:.2f}",
+                customdata=cells,
+                hovertemplate="%{customdata}: %{z:.3f}<extra></extra>",
             ),
             row=1,
             col=col,
@@ -316,4 +446,61 @@ def interference_figure(diag: dict[str, Any]) -> go.Figure:
         )
     )
     fig.update_layout(title="Interference between skill vectors", template="plotly_white", height=340)
+    return fig
+
+
+def strength_figure(strengths: Sequence[Any], rows: Sequence[Row], metric: str | None = None) -> go.Figure:
+    """Bradley–Terry strength from blind votes (left axis, with its interval) against ω, beside the automatic
+    scores of the same points (right axis: general and `metric`). `strengths`: `engine.bradley_terry.Strength`s
+    named by point label; 1-D variants are placed at their ω, other points are left to the hover of the table."""
+    title = "Blind votes: Bradley–Terry strength vs ω"
+    by_label = {r["label"]: r for r in rows}
+    placed = [
+        (by_label[s.name]["weights"][0], s)
+        for s in strengths
+        if s.name in by_label and len(by_label[s.name].get("weights") or []) == 1 and s.votes
+    ]
+    if not placed:
+        return _empty(title, "No votes yet: ask two variants, then vote A / B / tie / both bad.")
+    placed.sort(key=lambda ws: ws[0])
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(
+        go.Scatter(
+            x=[w for w, _ in placed],
+            y=[s.value for _, s in placed],
+            mode="lines+markers",
+            name="vote strength (BT, log)",
+            marker=dict(size=11, color="#1f77b4"),
+            error_y=_error([{"value": s.value, "lo": s.lo, "hi": s.hi} for _, s in placed]),
+            customdata=[s.name for _, s in placed],
+            hovertext=[
+                f"<b>{s.name}</b><br>strength {s.value:+.2f} [{s.lo:+.2f}, {s.hi:+.2f}]<br>{s.votes} votes"
+                for _, s in placed
+            ],
+            hoverinfo="text",
+        ),
+        secondary_y=False,
+    )
+    variants = sorted(
+        (r for r in rows if r["kind"] == "variant" and len(r.get("weights") or []) == 1),
+        key=lambda r: r["weights"],
+    )
+    for name, dash in (("general", "dot"), (metric, "dash")):
+        have = [r for r in variants if name and name in aggregates(r)]
+        if have:
+            fig.add_trace(
+                go.Scatter(
+                    x=[r["weights"][0] for r in have],
+                    y=[aggregates(r)[name]["value"] for r in have],
+                    mode="lines",
+                    name=f"{metric_title(name)} (automatic)",
+                    line=dict(dash=dash, width=1.5),
+                    hoverinfo="skip",
+                ),
+                secondary_y=True,
+            )
+    fig.update_layout(title=title, template="plotly_white", height=420, legend=dict(orientation="h", y=-0.2))
+    fig.update_xaxes(title_text="ω")
+    fig.update_yaxes(title_text="Bradley–Terry strength (log, 0 = average)", secondary_y=False)
+    fig.update_yaxes(title_text="automatic score", range=[0, 1.03], secondary_y=True)
     return fig

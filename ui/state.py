@@ -1,4 +1,4 @@
-"""Per-browser-session state of the dashboard, the shape of a result row, and the allowed-roots path policy.
+"""Per-browser-session state of the dashboard and the shape of a result row (the path policy is in `ui.paths`).
 
 Rows use the results store's point shape (`ResultStore.sweep_points`) so a live sweep and a reopened one are the
 same data to the figures, the table and the CSV export.
@@ -6,13 +6,8 @@ same data to the figures, the table and the CSV export.
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from engine.errors import ConfigError
 
 if TYPE_CHECKING:
     from engine.config import MergeConfig
@@ -48,6 +43,10 @@ class Session:
     sweep_id: str | None = None
     general: str = ""  # the sweep's general checkpoint: the engine starts on it
     histories: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # label -> clean chat messages
+    # Reference results read from a CSV, drawn beside the sweep (marked imported).
+    imported: list[Row] = field(default_factory=list)
+    browse: dict[str, str] = field(default_factory=dict)  # the behaviour browser's suite and item
+    ab: dict[str, str] = field(default_factory=dict)  # the pending blind pair: a, b, prompt, reply_a, reply_b
 
     def upsert(self, row: Row) -> None:
         for i, old in enumerate(self.rows):
@@ -61,114 +60,3 @@ class Session:
 
     def row(self, label: str) -> Row | None:
         return next((r for r in self.rows if r["label"] == label), None)
-
-
-# --- paths ------------------------------------------------------------------------------------------------------
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
-@dataclass
-class PathPolicy:
-    """The UI reads and writes only inside `roots` (resolved, symlinks followed); hub ids pass through."""
-
-    roots: list[Path]
-
-    @classmethod
-    def from_dirs(cls, dirs: list[str | os.PathLike]) -> PathPolicy:
-        roots = []
-        for d in dirs:
-            p = Path(d).expanduser().resolve()
-            if not p.is_dir():
-                raise ConfigError(f"--allowed-root {d}: not a folder")
-            roots.append(p)
-        return cls(roots)
-
-    def allowed(self, path: Path) -> bool:
-        resolved = path.expanduser().resolve()
-        return any(_inside(resolved, root) for root in self.roots)
-
-    def checkpoint(self, text: str, *, field: str) -> str:
-        """A checkpoint reference from the page: a local folder inside the roots (returned resolved), or a hub id
-        (returned as is) when no such local path exists."""
-        text = (text or "").strip()
-        if not text:
-            raise ConfigError(f"{field}: no checkpoint given")
-        path = Path(text).expanduser()
-        if path.exists():
-            if not self.allowed(path):
-                raise ConfigError(f"{field}: {text} is outside the allowed roots ({self.describe()})")
-            return str(path.resolve())
-        if _HUB_ID.match(text) and not text.startswith((".", "/")):
-            return text
-        raise ConfigError(f"{field}: {text} does not exist (and is not a hub id like org/name)")
-
-    def existing(self, text: str, *, field: str) -> Path:
-        """A local file or folder that must exist inside the roots (eval suites, configs)."""
-        text = (text or "").strip()
-        if not text:
-            raise ConfigError(f"{field}: no path given")
-        path = Path(text).expanduser()
-        if not path.exists():
-            raise ConfigError(f"{field}: {text} does not exist")
-        if not self.allowed(path):
-            raise ConfigError(f"{field}: {text} is outside the allowed roots ({self.describe()})")
-        return path.resolve()
-
-    def output_dir(self, text: str, *, field: str) -> Path:
-        text = (text or "").strip()
-        if not text:
-            raise ConfigError(f"{field}: no output folder given")
-        path = Path(text).expanduser()
-        if not self.allowed(path):
-            raise ConfigError(f"{field}: {text} is outside the allowed roots ({self.describe()})")
-        return path.resolve()
-
-    def describe(self) -> str:
-        return ", ".join(str(r) for r in self.roots)
-
-    def discover(self, max_depth: int = 4, limit: int = 200) -> list[str]:
-        """Checkpoint folders (holding config.json + safetensors) under the roots, for the pickers."""
-        found: list[str] = []
-        for root in self.roots:
-            for dirpath, dirnames, filenames in os.walk(root):
-                depth = len(Path(dirpath).relative_to(root).parts)
-                dirnames[:] = [d for d in sorted(dirnames) if not d.startswith(".") and d != "node_modules"]
-                if depth >= max_depth:
-                    dirnames[:] = []
-                if "config.json" in filenames and any(f.endswith(".safetensors") for f in filenames):
-                    found.append(display_path(Path(dirpath)))
-                if len(found) >= limit:
-                    return found
-        return list(dict.fromkeys(found))
-
-
-def display_path(path: str | os.PathLike) -> str:
-    """Relative to the working directory when below it (shorter on the page), else absolute."""
-    p = Path(path).resolve()
-    try:
-        return str(p.relative_to(Path.cwd()))
-    except ValueError:
-        return str(p)
-
-
-def parse_named_lines(text: str, *, field: str) -> dict[str, str]:
-    """`NAME=PATH` per line (blank lines ignored); a bare PATH is named after its folder."""
-    out: dict[str, str] = {}
-    for line in (text or "").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        name, sep, path = line.partition("=")
-        if not sep:
-            name, path = Path(line).name, line
-        name, path = name.strip(), path.strip()
-        if not name or not path:
-            raise ConfigError(f"{field}: line {line!r} should be NAME=PATH")
-        if name in out:
-            raise ConfigError(f"{field}: name {name!r} appears twice")
-        out[name] = path
-    return out

@@ -100,6 +100,15 @@ class TransformersBackend(SwappingBackend):
         ]
         # The chat template already wrote any BOS it wants.
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        # A prompt past the model's context would fail deep in the model (or try to allocate its attention for a
+        # million tokens): refuse it by size first, as vLLM does with max_model_len.
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        length = int(batch["input_ids"].shape[1])
+        if limit and length > limit:
+            raise BackendError(
+                f"prompt too long: {length} tokens, more than the model's context of {limit} tokens "
+                "(max_position_embeddings)"
+            )
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def _generate_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:

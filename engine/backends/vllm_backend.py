@@ -12,7 +12,8 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,8 +73,38 @@ _WORKER_ERROR = re.compile(r"Worker failed with error '(?P<message>.*)', please 
 
 def _worker_message(exc: BaseException) -> str:
     """The worker's own error message (which names the tensor and file) without vLLM's wrapping."""
+    if type(exc).__name__ == "EngineDeadError":
+        return "the vLLM engine process died (killed or crashed); the engine must be started again"
     match = _WORKER_ERROR.search(str(exc))
     return match.group("message") if match else str(exc)
+
+
+def _watch_engine(llm: Any, closing: Callable[[], bool]) -> None:
+    """Wake the caller when the engine-core process dies. vLLM's sync client marks the engine dead but leaves a
+    running `generate` (or a weight swap) blocked on its output queue forever; this puts the error there (and on
+    every pending utility call), so the call raises and the sweep stops with a BackendError instead of hanging.
+    Relies on the V1 sync client's internals; absent those, nothing is watched."""
+    client = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    manager = getattr(getattr(client, "resources", None), "engine_manager", None)
+    queue = getattr(client, "outputs_queue", None)
+    if manager is None or queue is None or not hasattr(manager, "sentinels"):
+        return
+
+    def watch() -> None:
+        from multiprocessing.connection import wait
+
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        wait(manager.sentinels())  # returns when an engine process exits
+        if closing():
+            return
+        dead = EngineDeadError("the vLLM engine process died (killed or crashed)")
+        queue.put_nowait(dead)
+        for future in list(getattr(client, "utility_results", {}).values()):
+            with contextlib.suppress(Exception):
+                future.set_exception(dead)
+
+    threading.Thread(target=watch, daemon=True, name="mergescope-engine-watch").start()
 
 
 class VLLMBackend(SwappingBackend):
@@ -106,6 +137,7 @@ class VLLMBackend(SwappingBackend):
             self.llm = LLM(**{k: v for k, v in options.items() if v is not None})
         except Exception as exc:
             raise BackendError(f"cannot start vLLM on {self.start_model}: {exc}") from exc
+        _watch_engine(self.llm, lambda: self._closed)
 
     # --- swaps -------------------------------------------------------------------------------------------------
     def _rpc(self, method: str, *args: Any) -> list[Any]:
@@ -128,7 +160,7 @@ class VLLMBackend(SwappingBackend):
         try:
             outputs = self.llm.chat(prompts, params, use_tqdm=False)
         except Exception as exc:
-            raise BackendError(f"vLLM generation failed: {exc}") from exc
+            raise BackendError(f"vLLM generation failed: {_worker_message(exc)}") from exc
         return [output.outputs[0].text for output in outputs]
 
     def _stream(self, messages: Messages, settings: GenerationSettings) -> Iterator[str]:

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+from pathlib import Path
 from typing import TextIO
 
 from engine.errors import ConfigError, MergeError
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace, *, err: TextIO | None = None) -> int:
         raise MergeError(f"--device {args.device}: no CUDA device is available here")
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"--device {args.device}: only cpu and cuda are supported")
-    config = load_config(args.config)
+    config = load_config(Path(args.config))  # always a file here, whatever its suffix
     if args.threads < 1:
         raise ConfigError(f"--threads: must be at least 1, got {args.threads}")
     # Process-wide settings, restored afterwards (the command also runs in-process, e.g. from tests).

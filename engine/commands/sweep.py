@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.backends import GenerationSettings, make_backend
+from engine.backends import Backend, GenerationSettings, make_backend
+from engine.backends.lazy import LazyBackend
 from engine.commands.engine_args import add_engine_arguments
 from engine.errors import ConfigError, MergescopeError
 from engine.store import ResultStore
@@ -233,9 +234,18 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
     )
     with ResultStore(args.store) as store:
         start = time.perf_counter()
-        print(f"starting the {args.backend} backend on {spec.general} ...", file=err, flush=True)
-        backend = make_backend(spec.general, kind=args.backend, device=args.device)
-        print(f"{backend.kind} backend ready in {time.perf_counter() - start:.1f}s", file=err, flush=True)
+
+        def start_engine() -> Backend:
+            # Only when a point needs generation: a sweep whose results are all stored starts no engine.
+            print(f"starting the {args.backend} backend on {spec.general} ...", file=err, flush=True)
+            return make_backend(spec.general, kind=args.backend, device=args.device)
+
+        backend = LazyBackend(
+            spec.general,
+            start_engine,
+            kind=args.backend,
+            on_start=lambda b, s: print(f"{b.kind} backend ready in {s:.1f}s", file=err, flush=True),
+        )
         results: list[PointResult] = []
         try:
             for result in run_sweep(
@@ -260,7 +270,8 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
             ) from exc
         finally:
             backend.close()
-        print(f"sweep done in {time.perf_counter() - start:.1f}s (engine start included)", file=err)
+        how = "engine start included" if backend.started else "every result was in the store; no engine started"
+        print(f"sweep done in {time.perf_counter() - start:.1f}s ({how})", file=err)
         print(format_table(results, prepared.heuristic), file=out)
         sweep_id = store.begin_sweep(prepared.store_spec())
         if args.csv:

@@ -1,0 +1,72 @@
+"""A backend that starts its engine on first use: a sweep whose every result is already stored never pays for an
+engine start (tens of seconds to minutes), and one that needs generation starts it at the first point that does."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.backends.base import Backend, GenerationSettings, Messages, SettingsArg
+
+if TYPE_CHECKING:
+    from engine.config import MergeConfig
+
+
+class LazyBackend:
+    """Stands in for `factory()`'s backend (same calls) and creates it the first time a call needs generation."""
+
+    def __init__(
+        self,
+        start_model: str | Path,
+        factory: Callable[[], Backend],
+        *,
+        kind: str = "auto",
+        on_start: Callable[[Backend, float], None] | None = None,
+    ) -> None:
+        self.start_model = Path(start_model)
+        self._factory = factory
+        self._requested_kind = kind
+        self._on_start = on_start
+        self._backend: Backend | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def started(self) -> bool:
+        return self._backend is not None
+
+    @property
+    def kind(self) -> str:
+        return self._backend.kind if self._backend is not None else self._requested_kind
+
+    @property
+    def last_timings(self) -> dict[str, float]:
+        return self._backend.last_timings if self._backend is not None else {"swap_s": 0.0, "generate_s": 0.0}
+
+    @property
+    def swaps(self) -> int:
+        return getattr(self._backend, "swaps", 0)
+
+    def backend(self) -> Backend:
+        """The real backend, started now if it was not yet."""
+        with self._lock:
+            if self._backend is None:
+                import time
+
+                begin = time.perf_counter()
+                self._backend = self._factory()
+                if self._on_start is not None:
+                    self._on_start(self._backend, time.perf_counter() - begin)
+            return self._backend
+
+    def generate(self, variant: MergeConfig | None, prompts: list[Messages], settings: SettingsArg) -> list[str]:
+        return self.backend().generate(variant, prompts, settings)
+
+    def stream(self, variant: MergeConfig | None, messages: Messages, settings: GenerationSettings) -> Iterator[str]:
+        return self.backend().stream(variant, messages, settings)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._backend is not None:
+                self._backend.close()
