@@ -277,8 +277,12 @@ class Checkpoint:
 
     @property
     def num_layers(self) -> int | None:
-        value = self.config.get("num_hidden_layers")
-        return int(value) if value is not None else None
+        # GPT-2 names it n_layer; a vision-language model keeps its language model's under text_config.
+        text = self.config.get("text_config") or {}
+        for value in (self.config.get("num_hidden_layers"), self.config.get("n_layer"), text.get("num_hidden_layers")):
+            if value is not None:
+                return int(value)
+        return None
 
     def close(self) -> None:
         for fd in self._handles.values():

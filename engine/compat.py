@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from engine.checkpoint import Checkpoint
@@ -43,7 +43,7 @@ class CompatReport:
             lines.append(f"compatible: NO ({len(self.differences)} difference(s))")
             lines += [f"  - {d}" for d in self.differences]
         if self.notes:
-            lines.append("notes (mergeable; computed in float32):")
+            lines.append("notes (mergeable):")
             lines += [f"  - {d}" for d in self.notes]
         return "\n".join(lines)
 
@@ -118,3 +118,33 @@ def compatibility_report(ckpts: Sequence[Checkpoint]) -> CompatReport:
 
 def _dt(dtype: object) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def config_report(config, ckpts: Mapping[str, Checkpoint]) -> CompatReport:
+    """The compatibility report for one merge config: what `compatibility_report` checks, except what the config
+    makes legitimate — layer counts under `slices:` (each slice's layer_range is checked against its source
+    instead) and vocabulary sizes under a tokenizer setting (rows are aligned by token) become notes — plus
+    whatever the merge plan itself refuses (a layer_range out of range, a tensor a slice needs but lacks)."""
+    from engine.errors import MergescopeError
+    from engine.merge import merge_plan
+    from engine.plan import output_layers
+    from engine.tokenizer_build import tokenizer_setting
+
+    refs = config.refs()
+    report = compatibility_report([ckpts[r] for r in refs])
+    relaxed = set()
+    if config.slices:
+        relaxed |= {"config.num_hidden_layers", "tensor"}
+        report.summary["output_layers"] = output_layers(config)
+    if tokenizer_setting(config) is not None:
+        relaxed |= {"config.vocab_size"}
+    if tokenizer_setting(config) is not None or config.slices:
+        relaxed |= {"shape"}  # re-checked per planned tensor (token-indexed rows may differ when aligned)
+    keep = [d for d in report.differences if d.field not in relaxed]
+    report.notes += [d for d in report.differences if d.field in relaxed and d.field != "tensor"]
+    report.differences = keep
+    try:
+        merge_plan(config, ckpts)
+    except MergescopeError as exc:
+        report.differences.append(Difference("plan", str(exc)))
+    return report

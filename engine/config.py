@@ -9,6 +9,7 @@ takes precedence over the top-level `parameters`, which take precedence over the
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import warnings
 from collections.abc import Iterator, Mapping
@@ -20,12 +21,13 @@ import yaml
 
 from engine.errors import ConfigError, MergescopeWarning
 from engine.methods import KNOWN_PARAMETERS, METHODS, REQUIRED, MergeMethod
+from engine.tokenizer_spec import TokenizerSpec, parse_tokenizer
 
 _DTYPES = ("float32", "float16", "bfloat16", "float64")
-_LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+_LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)\.")  # Llama-style `layers.N.`, GPT-2 `h.N.`
 _TOP_LEVEL_KEYS = {
     "merge_method", "base_model", "models", "parameters", "dtype", "out_dtype",
-    "tokenizer_source", "chat_template", "name", "compute_dtype",
+    "tokenizer_source", "chat_template", "name", "compute_dtype", "slices", "tokenizer",
 }  # fmt: skip
 
 
@@ -37,6 +39,29 @@ class IgnoredParameterWarning(MergescopeWarning):
 class ModelSpec:
     model: str
     parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SliceSource:
+    """One model's contiguous run of layers [start, stop) feeding an output slice (mergekit `sources[]`)."""
+
+    model: str
+    layer_range: tuple[int, int]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """One output slice: its layers are merged from the sources' layers, position by position."""
+
+    sources: tuple[SliceSource, ...]
+    base_model: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        start, stop = self.sources[0].layer_range
+        return stop - start
 
 
 @dataclass(frozen=True)
@@ -54,6 +79,8 @@ class MergeConfig:
     compute_dtype: str | None = None
     # What validation accepted but the method ignores (also issued as IgnoredParameterWarning).
     ignored: tuple[str, ...] = field(default=(), compare=False)
+    slices: tuple[SliceSpec, ...] = ()
+    tokenizer: TokenizerSpec | None = None
 
     @property
     def method(self) -> MergeMethod:
@@ -61,7 +88,8 @@ class MergeConfig:
 
     def input_models(self) -> list[str]:
         """The models merged into the base (the base itself excluded when the method treats it apart)."""
-        refs = [m.model for m in self.models]
+        refs = [m.model for m in self.models] or [s.model for p in self.slices for s in p.sources]
+        refs = list(dict.fromkeys(refs))
         if self.method.uses_base:
             return [r for r in refs if r != self.base_model]
         # mergekit adds a base_model missing from the models as one more input of a method that ignores bases
@@ -70,8 +98,44 @@ class MergeConfig:
     def refs(self) -> list[str]:
         """Every checkpoint the merge reads, base first, without repeats."""
         out = [self.base_model] if self.base_model else []
-        out += [m.model for m in self.models if m.model not in out]
-        return out
+        out += [m.model for m in self.models]
+        for piece in self.slices:
+            out += [piece.base_model] if piece.base_model else []
+            out += [s.model for s in piece.sources]
+        return list(dict.fromkeys(out))
+
+    def slice_base(self, piece: SliceSpec) -> str | None:
+        """A slice's base model (its own, else the config's), as the method sees it."""
+        return piece.base_model or self.base_model
+
+    def slice_inputs(self, piece: SliceSpec) -> list[SliceSource]:
+        """A slice's sources merged into its base (the base excluded when the method treats it apart)."""
+        base = self.slice_base(piece)
+        if self.method.uses_base:
+            return [s for s in piece.sources if s.model != base]
+        return list(piece.sources)
+
+    def slice_params(
+        self, piece: SliceSpec, tensor_name: str, t: float
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Per-model (for `slice_inputs`, in order) and global parameters of one tensor of a slice at gradient
+        position t. Precedence as mergekit: the source's own, the slice's, the config's, the method default."""
+        method = self.method
+        params = {
+            name: _resolve(name, [piece.parameters, self.parameters], default, tensor_name, t)
+            for name, default in method.global_params.items()
+        }
+        model_params = [
+            {
+                name: _resolve(
+                    name, [src.parameters, piece.parameters, self.parameters], default, tensor_name, t,
+                    model=src.model,
+                )  # fmt: skip
+                for name, default in method.model_params.items()
+            }
+            for src in self.slice_inputs(piece)
+        ]
+        return model_params, params
 
     def params_for(
         self, tensor_name: str, num_layers: int | None
@@ -99,15 +163,20 @@ class MergeConfig:
         out: dict[str, Any] = {"merge_method": self.merge_method}
         if self.base_model:
             out["base_model"] = self.base_model
-        out["models"] = [
-            {"model": m.model, **({"parameters": dict(m.parameters)} if m.parameters else {})}
-            for m in self.models
-        ]
+        if self.slices:
+            out["slices"] = [_slice_dict(piece) for piece in self.slices]
+        else:
+            out["models"] = [
+                {"model": m.model, **({"parameters": dict(m.parameters)} if m.parameters else {})}
+                for m in self.models
+            ]
         if self.parameters:
             out["parameters"] = dict(self.parameters)
         for key in ("dtype", "out_dtype", "tokenizer_source", "chat_template", "compute_dtype"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
+        if self.tokenizer is not None:
+            out["tokenizer"] = self.tokenizer.to_dict()
         return out
 
     def to_yaml(self) -> str:
@@ -284,9 +353,104 @@ def _check_params(
     return dict(params)
 
 
+def _slice_dict(piece: SliceSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "sources": [
+            {
+                "model": src.model,
+                "layer_range": list(src.layer_range),
+                **({"parameters": dict(src.parameters)} if src.parameters else {}),
+            }
+            for src in piece.sources
+        ]
+    }
+    if piece.base_model:
+        out["base_model"] = piece.base_model
+    if piece.parameters:
+        out["parameters"] = dict(piece.parameters)
+    return out
+
+
+def _layer_range(value: Any, where: str) -> tuple[int, int]:
+    ok = isinstance(value, (list, tuple)) and len(value) == 2
+    ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if not ok or not 0 <= value[0] < value[1]:
+        raise ConfigError(f"{where}.layer_range: expected [start, stop) with 0 <= start < stop, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _parse_slices(data: Any, method: MergeMethod, ignored: list[str], source: str) -> tuple[SliceSpec, ...]:
+    if not isinstance(data, list) or not data:
+        raise ConfigError(f"{source}: 'slices' must be a non-empty list")
+    slices = []
+    for i, entry in enumerate(data):
+        where = f"{source}: slices[{i}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where}: expected a mapping with 'sources'")
+        extra = set(entry) - {"sources", "base_model", "parameters", "residual_weight"}
+        if extra:
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(extra))}")
+        if entry.get("residual_weight") is not None:
+            # mergekit 0.1.5 parses residual_weight but never reads it; accepting it silently would mislead.
+            raise ConfigError(f"{where}.residual_weight: not used by mergekit 0.1.5's merge; remove it")
+        sources_data = entry.get("sources")
+        if not isinstance(sources_data, list) or not sources_data:
+            raise ConfigError(f"{where}: 'sources' must be a non-empty list")
+        sources = []
+        for j, src in enumerate(sources_data):
+            at = f"{where}.sources[{j}]"
+            if not isinstance(src, Mapping) or not isinstance(src.get("model"), str):
+                raise ConfigError(f"{at}: needs a 'model' path or hub id")
+            extra = set(src) - {"model", "layer_range", "parameters"}
+            if extra:
+                raise ConfigError(f"{at}: unknown field(s) {', '.join(sorted(extra))}")
+            if "layer_range" not in src:
+                raise ConfigError(f"{at}: needs a 'layer_range' [start, stop)")
+            sources.append(
+                SliceSource(
+                    src["model"],
+                    _layer_range(src["layer_range"], at),
+                    _check_params(src.get("parameters"), method.model_params, at, method, ignored),
+                )
+            )
+        lengths = {s.layer_range[1] - s.layer_range[0] for s in sources}
+        if len(lengths) > 1:
+            raise ConfigError(f"{where}: every source of a slice must span the same number of layers")
+        models = [s.model for s in sources]
+        if len(set(models)) != len(models):
+            raise ConfigError(f"{where}: a model appears twice among the sources")
+        base = entry.get("base_model")
+        if base is not None and not isinstance(base, str):
+            raise ConfigError(f"{where}.base_model: expected a model path or hub id")
+        params = _check_params(
+            entry.get("parameters"), {**method.model_params, **method.global_params}, where, method, ignored
+        )
+        slices.append(SliceSpec(tuple(sources), base, params))
+    return tuple(slices)
+
+
 def _check_inputs(config: MergeConfig, source: str) -> None:
-    """mergekit's input contract for the method (it fails at merge time; we fail before reading anything)."""
+    """mergekit's input contract per tensor group: the base must be among a slice's sources, passthrough takes
+    one model, and something besides the base must be merged."""
     method = config.method
+    if config.slices:
+        for i, piece in enumerate(config.slices):
+            base = config.slice_base(piece)
+            models = [s.model for s in piece.sources]
+            if method.requires_base and base not in models:
+                raise ConfigError(
+                    f"{source}: slices[{i}]: base model {base} is not among the slice's sources "
+                    "(mergekit needs it there)"
+                )
+            if method.name == "passthrough" and len(models) != 1:
+                raise ConfigError(f"{source}: slices[{i}]: passthrough takes exactly one source per slice")
+            if not config.slice_inputs(piece):
+                raise ConfigError(f"{source}: slices[{i}]: nothing to merge besides the base model")
+        return
+    if method.name == "passthrough":
+        models = {m.model for m in config.models} | ({config.base_model} if config.base_model else set())
+        if len(models) != 1:
+            raise ConfigError(f"{source}: models: passthrough takes exactly one model (base_model included)")
     count = len(config.input_models())
     low, high = method.inputs
     besides = " besides the base model" if method.uses_base and config.base_model else ""
@@ -313,8 +477,6 @@ def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     unknown = set(data) - _TOP_LEVEL_KEYS
-    if "slices" in unknown:
-        raise ConfigError(f"{source}: 'slices' configs are not supported yet; use 'models:'")
     if unknown:
         raise ConfigError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}")
     method_name = data.get("merge_method")
@@ -326,8 +488,14 @@ def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
     ignored: list[str] = []
     base = data.get("base_model")
     models_data = data.get("models")
-    if not isinstance(models_data, list) or not models_data:
-        raise ConfigError(f"{source}: 'models' must be a non-empty list")
+    slices = ()
+    if data.get("slices") is not None:
+        if models_data:
+            raise ConfigError(f"{source}: give either 'models' or 'slices', not both")
+        slices = _parse_slices(data["slices"], method, ignored, source)
+        models_data = []
+    elif not isinstance(models_data, list) or not models_data:
+        raise ConfigError(f"{source}: 'models' (or 'slices') must be a non-empty list")
     models = []
     for i, entry in enumerate(models_data):
         if isinstance(entry, str):
@@ -359,8 +527,16 @@ def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
         value = data.get(key)
         if value is not None and str(value).removeprefix("torch.") not in _DTYPES:
             raise ConfigError(f"{source}: {key}: unknown dtype {value!r} (known: {', '.join(_DTYPES)})")
-    if method.requires_base and not base:
+    if method.requires_base and not base and not any(p.base_model for p in slices):
         raise ConfigError(f"{source}: base_model: merge_method {method_name} needs a base_model")
+    tokenizer = None
+    if data.get("tokenizer") is not None:
+        if data.get("tokenizer_source") is not None:
+            raise ConfigError(f"{source}: give either 'tokenizer_source' or 'tokenizer', not both")
+        tokenizer = parse_tokenizer(data["tokenizer"], f"{source}: tokenizer")
+    for key in ("tokenizer_source", "chat_template"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise ConfigError(f"{source}: {key}: expected a string, got {data[key]!r}")
     config = MergeConfig(
         merge_method=method_name,
         models=tuple(models),
@@ -374,6 +550,8 @@ def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
         chat_template=data.get("chat_template"),
         compute_dtype=_dtype_name(data.get("compute_dtype")),
         ignored=tuple(ignored),
+        slices=slices,
+        tokenizer=tokenizer,
     )
     _check_inputs(config, source)
     return config
@@ -424,14 +602,38 @@ def ptm_config(
     parameters: Mapping[str, Any] | None = None,
     dtype: str = "float32",
 ) -> MergeConfig:
-    """θ_G + Σ ω_k (θ_Dk − θ_pre) as a mergekit config: base = θ_pre, general at weight 1, each skill at ω_k."""
+    """θ_G + Σ ω_k (θ_Dk − θ_pre) as a mergekit config: base = θ_pre, general at weight 1, each skill at ω_k.
+
+    The variant speaks with the general model's tokenizer and chat template, and the YAML says so (mergekit would
+    otherwise take both from the base): `chat_template` is the general's template text, and `tokenizer_source`
+    the general model when its tokenizer holds exactly its vocab_size tokens (for a padded embedding matrix
+    mergekit would cut the padding rows, so there the base's identical vocabulary is left to stand)."""
     models = [ModelSpec(str(general), {"weight": 1.0})]
     models += [ModelSpec(str(path), {"weight": float(w)}) for path, w in skills.items()]
+    tokenizer_source, chat_template = _general_tokenizer(Path(general))
     data = MergeConfig(
         merge_method=method,
         models=tuple(models),
         base_model=str(base),
         parameters=dict(parameters or {}),
         dtype=dtype,
+        tokenizer_source=tokenizer_source,
+        chat_template=chat_template,
     ).to_dict()
     return config_from_dict(data, "ptm_config")
+
+
+def _general_tokenizer(general: Path) -> tuple[str | None, str | None]:
+    from engine.chat_template import model_chat_template
+    from engine.tokenizer_build import tokenizer_length
+    from engine.vocab import vocab_size_of
+
+    if not general.is_dir():  # a hub id not downloaded yet: nothing to say
+        return None, None
+    try:
+        config = json.loads((general / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    length = tokenizer_length(general)
+    source = str(general) if length is not None and length == vocab_size_of(config) else None
+    return source, model_chat_template(general)

@@ -20,10 +20,12 @@ from pathlib import Path
 import torch
 
 from engine import fs
-from engine.checkpoint import Checkpoint, open_checkpoint
+from engine.chat_template import resolve_chat_template
+from engine.checkpoint import Checkpoint
 from engine.config import MergeConfig
-from engine.errors import ConfigError, MergeError, MergescopeWarning
-from engine.merge import RowChunks, _merge_stream, check_compatible, open_all, parse_dtype, precision_note
+from engine.errors import MergeError, MergescopeWarning
+from engine.merge import MergeSetup, RowChunks, _merge_stream, parse_dtype, precision_note, prepare_merge
+from engine.plan import output_layers
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
@@ -168,7 +170,10 @@ def write_shards(
         (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
-def _model_card(config_yaml: str | None, card_extra: str | None, source: Checkpoint) -> str:
+def _model_card(
+    config_yaml: str | None, card_extra: str | None, source: Checkpoint, tokenizer_note: str | None = None
+) -> str:
+    origin = tokenizer_note or f"Tokenizer and configuration from `{source.name}`."
     lines = [
         "---",
         "library_name: transformers",
@@ -176,7 +181,7 @@ def _model_card(config_yaml: str | None, card_extra: str | None, source: Checkpo
         "---",
         "# Merged model",
         "",
-        f"Made with mergescope. Tokenizer and configuration from `{source.name}`.",
+        f"Made with mergescope. {origin}",
     ]
     if config_yaml:
         lines += ["", "## Merge configuration (mergekit YAML)", "", "```yaml", config_yaml.rstrip(), "```"]
@@ -185,20 +190,54 @@ def _model_card(config_yaml: str | None, card_extra: str | None, source: Checkpo
     return "\n".join(lines) + "\n"
 
 
+def _set_config_value(config: dict, keys: tuple[str, ...], value: int) -> None:
+    """Set the first of `keys` the config has (a VLM nests the language model's under text_config)."""
+    for scope in (config, config.get("text_config")):
+        if isinstance(scope, dict):
+            for key in keys:
+                if key in scope:
+                    scope[key] = value
+                    return
+    config[keys[0]] = value
+
+
 def _copy_support_files(
-    source: Checkpoint, folder: Path, out_dtype: torch.dtype | None, chat_template: str | None
+    source: Checkpoint,
+    folder: Path,
+    out_dtype: torch.dtype | None,
+    chat_template: str | None,
+    *,
+    num_layers: int | None = None,
+    tokenizer=None,
+    vocab_size: int | None = None,
+    tokenizer_folder: Path | None = None,
 ) -> None:
-    config = dict(source.config)
+    """config.json (with the output's dtype, layer count and vocabulary size), generation config, and the
+    tokenizer: `tokenizer` (a built one) saved, else the files of `tokenizer_folder` (default: the source's)
+    copied."""
+    config = json.loads(json.dumps(source.config))  # deep copy: nested text_config may change
     if out_dtype is not None:
         name = str(out_dtype).removeprefix("torch.")
         config["torch_dtype"] = name
         if "dtype" in config:  # newer transformers write `dtype`
             config["dtype"] = name
+    if num_layers is not None:
+        _set_config_value(config, ("num_hidden_layers", "n_layer", "num_layers"), num_layers)
+    if vocab_size is not None:
+        _set_config_value(config, ("vocab_size",), vocab_size)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-    for fname in (*TOKENIZER_FILES, "generation_config.json"):
-        src = source.path / fname
-        if src.exists():
-            shutil.copy2(src, folder / fname)
+    src = source.path / "generation_config.json"
+    if src.exists():
+        shutil.copy2(src, folder / src.name)
+    if tokenizer is None:
+        for fname in TOKENIZER_FILES:
+            src = (tokenizer_folder or source.path) / fname
+            if src.exists():
+                shutil.copy2(src, folder / fname)
+    if tokenizer is not None:
+        if chat_template:
+            tokenizer.chat_template = chat_template
+        tokenizer.save_pretrained(str(folder))
     if chat_template:
         # The config's template wins over the source's: written where transformers and vLLM look first.
         (folder / "chat_template.jinja").write_text(chat_template)
@@ -207,20 +246,6 @@ def _copy_support_files(
             data = json.loads(tok_config.read_text())
             data["chat_template"] = chat_template
             tok_config.write_text(json.dumps(data, indent=2))
-
-
-def _chat_template(config: MergeConfig) -> str | None:
-    """The config's `chat_template`: Jinja text is used as is; 'auto' keeps the source's. mergekit's named
-    templates (chatml, llama3...) are not bundled here, so they are refused rather than ignored."""
-    template = config.chat_template
-    if not template or template == "auto":
-        return None
-    if "{{" in template or "{%" in template:
-        return template
-    raise ConfigError(
-        f"chat_template: {template!r} is not a Jinja template; give the template text (or 'auto' to keep the "
-        "tokenizer source's)"
-    )
 
 
 class atomic_folder:
@@ -292,8 +317,11 @@ def write_checkpoint(
     chat_template: str | None = None,
     shard_size: int = 2**30,
     overwrite: bool = False,
+    support: dict | None = None,
 ) -> Path:
     """Write a loadable model folder (weights, config, tokenizer, generation config, card) atomically.
+    `support` passes the output's layer count, vocabulary size, built tokenizer and a card note on to the
+    config and tokenizer writer.
 
     With `slots` (every tensor's name, shape and dtype, in stream order) the stream is written as it arrives
     (constant memory); without, it is held in memory first."""
@@ -303,43 +331,34 @@ def write_checkpoint(
             tensors, slots = _buffered_slots(tensors)
         write_shards(tensors, slots, tmp, shard_size)
         float_dtypes = {s.dtype for s in slots if s.dtype.is_floating_point}
+        support = dict(support or {})
+        note = support.pop("note", None)
         _copy_support_files(
-            source, tmp, next(iter(float_dtypes)) if len(float_dtypes) == 1 else None, chat_template
+            source, tmp, next(iter(float_dtypes)) if len(float_dtypes) == 1 else None, chat_template, **support
         )
-        (tmp / "README.md").write_text(_model_card(config_yaml, card_extra, source))
+        (tmp / "README.md").write_text(_model_card(config_yaml, card_extra, source, note))
         if config_yaml:
             (tmp / "mergekit_config.yml").write_text(config_yaml)
     return folder.dest
 
 
-def _tokenizer_source(config: MergeConfig, ckpts: dict[str, Checkpoint], allow_pickle: bool) -> Checkpoint:
-    """Where config.json, tokenizer and chat template come from: `tokenizer_source` if set ('base' = the base
-    model), else the general model (the first model merged into the base)."""
-    ref = config.tokenizer_source
-    if ref == "union":
-        raise ConfigError(
-            "tokenizer_source: 'union' (building a merged vocabulary) is not supported; name one model or 'base'"
-        )
-    if ref == "base":
-        if not config.base_model:
-            raise ConfigError("tokenizer_source: 'base' needs a base_model")
-        return ckpts[config.base_model]
-    if ref:
-        return ckpts[ref] if ref in ckpts else open_checkpoint(ref, allow_pickle=allow_pickle)
-    inputs = config.input_models()
-    return ckpts[inputs[0] if inputs else config.refs()[0]]
+def donor(config: MergeConfig, ckpts: dict[str, Checkpoint]) -> Checkpoint:
+    """Where config.json (and, without a tokenizer setting, the tokenizer) come from, as in mergekit: the base
+    model, else the first model the config names."""
+    return ckpts[config.base_model or config.refs()[0]]
 
 
-def check_support_source(source: Checkpoint, *, explicit: bool) -> None:
-    """The merged folder's config.json and tokenizer are copied from `source`: without a config.json nothing can
-    load the result, so that is an error; a missing tokenizer is an error when the config named the source
-    (`tokenizer_source`), else a warning (the output then has no tokenizer)."""
+def check_support_source(source: Checkpoint, *, explicit: bool, tokenizer: bool = True) -> None:
+    """The merged folder's config.json (and, with `tokenizer`, its tokenizer) are copied from `source`: without a
+    config.json nothing can load the result, so that is an error; a missing tokenizer is an error when the config
+    named the source (`tokenizer_source`), else a warning (the output then has no tokenizer)."""
     if not (source.path / "config.json").is_file():
         raise MergeError(
             f"{source.path / 'config.json'}: missing; the merged model's config.json is copied from {source.name} "
-            "(the general model, or tokenizer_source), and without it nothing can load the result"
+            "(the base model, else the first model named, as in mergekit), and without it nothing can load the "
+            "result"
         )
-    if any((source.path / f).is_file() for f in TOKENIZER_FILES):
+    if not tokenizer or any((source.path / f).is_file() for f in TOKENIZER_FILES):
         return
     message = f"{source.path}: no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...)"
     if explicit:
@@ -365,32 +384,37 @@ def export_merge(
     allow_pickle: bool = False,
 ) -> Path:
     """Merge per `config` and write the result to `out_dir` (atomic). Every input error (incompatible models,
-    bad parameters, an existing `out_dir`) is raised before anything is written."""
+    bad parameters, an unknown chat template, an output folder that is an input, an existing `out_dir`) is
+    raised before anything is written."""
     out_path = fs.resolve(out_dir, "--out")
     if out_path.exists() and not overwrite:
         raise MergeError(f"{out_path}: already exists (pass --overwrite to replace it)")
-    ckpts = open_all(config, allow_pickle=allow_pickle)
-    names = check_compatible(config, ckpts)
-    sources = [*config.refs(), *([config.tokenizer_source] if config.tokenizer_source not in (None, "base") else [])]
-    fs.check_output_not_input(out_path, sources)
-    reference = ckpts[config.refs()[0]]
+    setup: MergeSetup = prepare_merge(config, allow_pickle=allow_pickle)
+    ckpts = setup.ckpts
+    spec = config.tokenizer.source if config.tokenizer else config.tokenizer_source
+    fs.check_output_not_input(out_path, [*config.refs(), *([spec] if spec not in (None, "base", "union") else [])])
     out_dtype = parse_dtype(dtype) or parse_dtype(config.out_dtype) or parse_dtype(config.dtype)
-    slots = [
-        TensorSlot(
-            n,
-            reference.info(n).shape,
-            (out_dtype if reference.info(n).dtype.is_floating_point else None) or reference.info(n).dtype,
-        )
-        for n in names
-    ]
-    source = _tokenizer_source(config, ckpts, allow_pickle)
-    check_support_source(source, explicit=bool(config.tokenizer_source))
-    chat_template = _chat_template(config)
-    num_layers = reference.num_layers
-    for name in names:  # resolve every tensor's parameters now: a bad value fails before any write
-        config.params_for(name, num_layers)
+    slots = []
+    for plan in setup.plan:
+        info = ckpts[plan.reference[0]].info(plan.reference[1])
+        target = (out_dtype if info.dtype.is_floating_point else None) or info.dtype
+        slots.append(TensorSlot(plan.name, setup.out_shape(plan), target))
+    source = donor(config, ckpts)
+    built = setup.tokenizer
+    check_support_source(source, explicit=False, tokenizer=built is None)
+    chat_template = resolve_chat_template(config.chat_template, [ckpts[r].path for r in config.refs()])
+    note = None
+    if built is not None:
+        note = f"Configuration from `{source.name}`; tokenizer built from `{spec}` ({built.vocab_size} tokens)."
+    support = {
+        "num_layers": output_layers(config),
+        "tokenizer": built.tokenizer if built else None,
+        "tokenizer_folder": built.folder if built else None,
+        "vocab_size": built.vocab_size if built else None,
+        "note": note,
+    }
     stream = _merge_stream(
-        config, device=device, dtype=out_dtype, checkpoints=ckpts, progress=progress, seed=seed
+        config, device=device, dtype=out_dtype, checkpoints=ckpts, progress=progress, seed=seed, setup=setup
     )
     return write_checkpoint(
         stream,
@@ -402,4 +426,5 @@ def export_merge(
         chat_template=chat_template,
         shard_size=shard_size,
         overwrite=overwrite,
+        support=support,
     )

@@ -19,6 +19,9 @@ from engine.checkpoint import Checkpoint, open_checkpoint
 from engine.config import MergeConfig
 from engine.errors import MergeError, MergescopeError
 from engine.methods import MergeMethod
+from engine.plan import TensorPlan, plan_models, plan_slices
+from engine.tokenizer_build import BuiltTokenizer, build_tokenizer, tokenizer_setting
+from engine.vocab import align_rows, is_vocab_tensor, vocab_size_of
 
 DTYPES = {
     "float32": torch.float32,
@@ -70,22 +73,32 @@ def open_all(
     return opened
 
 
+VOCAB_HINT = (
+    "set `tokenizer_source: union` (or `base`, or a model) or a `tokenizer:` block to align the vocabularies "
+    "by token, as mergekit does"
+)
+
+
 def check_compatible(config: MergeConfig, ckpts: Mapping[str, Checkpoint]) -> list[str]:
     """Names to merge, in the reference model's order. Raises MergeError for anything that does not line up:
-    a missing tensor, a tensor only some models have, a shape mismatch (vocab included)."""
+    a missing tensor, a tensor only some models have, a shape mismatch (vocab included, unless the config aligns
+    vocabularies: then token-indexed tensors may differ in their first axis)."""
     refs = config.refs()
     reference = ckpts[refs[0]]
     names = reference.tensor_names()
     ref_set = set(names)
-    ref_vocab = reference.config.get("vocab_size")
+    aligned = tokenizer_setting(config) is not None
+    ref_vocab = vocab_size_of(reference.config)
     for ref in refs[1:]:
         other = ckpts[ref]
-        vocab = other.config.get("vocab_size")
-        if ref_vocab is not None and vocab is not None and vocab != ref_vocab:
+        vocab = vocab_size_of(other.config)
+        if not aligned and ref_vocab is not None and vocab is not None and vocab != ref_vocab:
             raise MergeError(
                 f"vocab size differs: {reference.path} has {ref_vocab}, {other.path} has {vocab} "
-                "(config.json vocab_size)"
+                f"(config.json vocab_size); {VOCAB_HINT}"
             )
+        if config.slices:
+            continue  # slices read only some layers: the plan checks each tensor it needs, and its shapes
         other_names = set(other.tensor_names())
         missing = [n for n in names if n not in other_names]
         if missing:
@@ -96,12 +109,36 @@ def check_compatible(config: MergeConfig, ckpts: Mapping[str, Checkpoint]) -> li
         if extra:
             raise MergeError(f"tensor {extra[0]} is only in {other.path}, not in {reference.path}")
         for name in names:
-            a, b = reference.info(name), other.info(name)
-            if a.shape != b.shape:
-                raise MergeError(
-                    f"shape mismatch for tensor {name}: {list(a.shape)} in {a.file} vs {list(b.shape)} in {b.file}"
-                )
+            check_shapes(name, [(reference, name), (other, name)], aligned)
     return names
+
+
+def check_shapes(out_name: str, sources: list[tuple[Checkpoint, str]], aligned: bool) -> None:
+    """The inputs of one output tensor must have one shape (token-indexed rows may differ when aligned)."""
+    (first, first_name), *rest = sources
+    a = first.info(first_name)
+    for ckpt, name in rest:
+        b = ckpt.info(name)
+        same = a.shape == b.shape or (aligned and is_vocab_tensor(out_name) and a.shape[1:] == b.shape[1:])
+        if not same:
+            hint = f"; {VOCAB_HINT}" if is_vocab_tensor(out_name) else ""
+            raise MergeError(
+                f"shape mismatch for tensor {out_name}: {list(a.shape)} in {a.file} vs {list(b.shape)} in {b.file}"
+                f"{hint}"
+            )
+
+
+def merge_plan(config: MergeConfig, ckpts: Mapping[str, Checkpoint]) -> list[TensorPlan]:
+    """Every output tensor with its inputs and parameters; raises before any merge work when something does not
+    line up (parameters resolved for every tensor, so a bad value fails here too)."""
+    names = check_compatible(config, ckpts)
+    if not config.slices:
+        return plan_models(config, names, ckpts[config.refs()[0]].num_layers)
+    plans = plan_slices(config, ckpts)
+    aligned = tokenizer_setting(config) is not None
+    for plan in plans:
+        check_shapes(plan.name, [(ckpts[ref], name) for ref, name in plan.sources], aligned)
+    return plans
 
 
 def _generator(seed: int, name: str, device: torch.device | str) -> torch.Generator:
@@ -159,15 +196,23 @@ class _Job:
     device: str | torch.device
     compute: torch.dtype
     target: torch.dtype
+    # Each input checkpoint's own name for this tensor (slices renumber layers); absent: `name` everywhere.
+    in_names: dict[int, str] | None = None
+    # Re-indexes whole input tensors (base first) to the output vocabulary (token-indexed tensors only).
+    align: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None
+
+    def source_name(self, ckpt: Checkpoint) -> str:
+        return self.in_names.get(id(ckpt), self.name) if self.in_names else self.name
 
     def read(self, ckpt: Checkpoint, rows: tuple[int, int] | None, check: bool, buffer=None) -> torch.Tensor:
+        name = self.source_name(ckpt)
         if rows is None:
-            tensor = ckpt.get(self.name, device=self.device)
+            tensor = ckpt.get(name, device=self.device)
         else:
-            tensor = ckpt.get_rows(self.name, *rows, device=self.device, buffer=buffer)
+            tensor = ckpt.get_rows(name, *rows, device=self.device, buffer=buffer)
         if check and not all_finite(tensor):
             where = f" (rows {rows[0]}-{rows[1] - 1})" if rows else ""
-            raise MergeError(f"tensor {self.name} in {ckpt.info(self.name).file} contains NaN or Inf{where}")
+            raise MergeError(f"tensor {name} in {ckpt.info(name).file} contains NaN or Inf{where}")
         return tensor.to(self.compute)
 
     def load(self, rows: tuple[int, int] | None = None, buffers=None) -> list[torch.Tensor]:
@@ -176,7 +221,8 @@ class _Job:
         linear = self.method.linear(self.model_params, self.params)
         ckpts = ([self.base] if self.base is not None else []) + self.inputs
         buffers = buffers or [None] * len(ckpts)
-        return [self.read(c, rows, not linear, b) for c, b in zip(ckpts, buffers, strict=True)]
+        tensors = [self.read(c, rows, not linear, b) for c, b in zip(ckpts, buffers, strict=True)]
+        return self.align(tensors) if self.align is not None else tensors
 
     def combine(self, tensors: list[torch.Tensor], rows: tuple[int, int] | None = None) -> torch.Tensor:
         base = tensors.pop(0) if self.base is not None else None
@@ -199,7 +245,9 @@ class _Job:
         """The method's multi-pass chunked form (rank selection, random drop with the L1 rescale): each pass
         re-reads the inputs chunk by chunk."""
         ckpts = ([self.base] if self.base is not None else []) + self.inputs
-        buffers = [torch.empty(rows_per * c.info(self.name).nbytes // rows, dtype=torch.uint8) for c in ckpts]
+        buffers = [
+            torch.empty(rows_per * c.info(self.source_name(c)).nbytes // rows, dtype=torch.uint8) for c in ckpts
+        ]
 
         def read_chunks() -> Iterator[tuple[torch.Tensor | None, list[torch.Tensor]]]:
             for start in range(0, rows, rows_per):
@@ -222,7 +270,7 @@ class _Job:
         one is combined and written (reads release the GIL), into a second set of reused buffers."""
         ckpts = ([self.base] if self.base is not None else []) + self.inputs
         sets = [
-            [torch.empty(rows_per * c.info(self.name).nbytes // rows, dtype=torch.uint8) for c in ckpts]
+            [torch.empty(rows_per * c.info(self.source_name(c)).nbytes // rows, dtype=torch.uint8) for c in ckpts]
             for _ in range(2)
         ]
         spans = [(start, min(rows, start + rows_per)) for start in range(0, rows, rows_per)]
@@ -245,6 +293,47 @@ def _reader() -> ThreadPoolExecutor:
     return _READER
 
 
+def _aligner(
+    built: BuiltTokenizer, refs: list[str], ckpts: Mapping[str, Checkpoint], plan: TensorPlan
+) -> Callable[[list[torch.Tensor]], list[torch.Tensor]] | None:
+    """Row re-indexing for a token-indexed tensor, or None when it would change nothing."""
+    rows = {ref: ckpts[ref].info(name).shape[0] for ref, name in plan.sources}
+    if built.alignment is None or built.alignment.trivial(refs, rows):
+        return None
+
+    def align(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        # A model that is both base and input is one tensor here: keyed by ref, re-expanded in order.
+        aligned = align_rows(dict(zip(refs, tensors, strict=True)), built.alignment)
+        return [aligned[ref] for ref in refs]
+
+    return align
+
+
+@dataclass
+class MergeSetup:
+    """A validated merge, ready to stream: opened checkpoints, the plan, the output tokenizer if one is built."""
+
+    config: MergeConfig
+    ckpts: dict[str, Checkpoint]
+    plan: list[TensorPlan]
+    tokenizer: BuiltTokenizer | None
+
+    def out_shape(self, plan: TensorPlan) -> tuple[int, ...]:
+        ref, name = plan.reference
+        shape = self.ckpts[ref].info(name).shape
+        if self.tokenizer is not None and is_vocab_tensor(plan.name):
+            return (self.tokenizer.vocab_size, *shape[1:])
+        return shape
+
+
+def prepare_merge(
+    config: MergeConfig, checkpoints: Mapping[str, Checkpoint] | None = None, *, allow_pickle: bool = False
+) -> MergeSetup:
+    ckpts = open_all(config, checkpoints, allow_pickle=allow_pickle)
+    plan = merge_plan(config, ckpts)
+    return MergeSetup(config, ckpts, plan, build_tokenizer(config, ckpts))
+
+
 def _merge_stream(
     config: MergeConfig,
     *,
@@ -254,24 +343,21 @@ def _merge_stream(
     progress: Callable[[int, int], None] | None = None,
     seed: int = 0,
     allow_pickle: bool = False,
+    setup: MergeSetup | None = None,
 ) -> Iterator[tuple[str, torch.Tensor | RowChunks]]:
     """`merge_tensors`, except that large tensors merged in row chunks (elementwise methods, TIES top-k) come
     as `RowChunks`, for the exporter to write chunk by chunk."""
-    ckpts = open_all(config, checkpoints, allow_pickle=allow_pickle)
-    names = check_compatible(config, ckpts)
-    refs = config.refs()
-    reference = ckpts[refs[0]]
+    setup = setup or prepare_merge(config, checkpoints, allow_pickle=allow_pickle)
+    ckpts = setup.ckpts
     method = config.method
-    base = ckpts[config.base_model] if config.base_model and method.uses_base else None
-    inputs = [ckpts[r] for r in config.input_models()]
-    readers = ([base] if base is not None else []) + inputs
     if isinstance(dtype, str):
         dtype = parse_dtype(dtype)
     out_dtype = dtype or parse_dtype(config.out_dtype) or parse_dtype(config.dtype)
-    num_layers = reference.num_layers
-    total = len(names)
-    for i, name in enumerate(names):
-        info = reference.info(name)
+    total = len(setup.plan)
+    for i, plan in enumerate(setup.plan):
+        name = plan.name
+        ref_ckpt, ref_name = ckpts[plan.reference[0]], plan.reference[1]
+        info = ref_ckpt.info(ref_name)
 
         def done(i: int = i) -> None:
             if progress is not None:
@@ -280,20 +366,25 @@ def _merge_stream(
         if not info.dtype.is_floating_point:
             # Integer buffers (position ids and the like) are not merged: the reference's is used.
             done()
-            yield name, reference.get(name, device=device)
+            yield name, ref_ckpt.get(ref_name, device=device)
             continue
-        model_params, params = config.params_for(name, num_layers)
-        compute_dtype = compute_dtype_for(config, [c.info(name).dtype for c in readers])
+        base = ckpts[plan.base[0]] if plan.base else None
+        inputs = [ckpts[ref] for ref, _ in plan.inputs]
+        align = None
+        if setup.tokenizer is not None and setup.tokenizer.alignment is not None and is_vocab_tensor(name):
+            align = _aligner(setup.tokenizer, [ref for ref, _ in plan.sources], ckpts, plan)
+        compute_dtype = compute_dtype_for(config, [ckpts[ref].info(n).dtype for ref, n in plan.sources])
         job = _Job(
-            name, base, inputs, method, model_params, params,
+            name, base, inputs, method, plan.model_params, plan.params,
             _generator(seed, name, device) if method.random else None,
             device, compute_dtype, out_dtype or info.dtype,
+            {id(ckpts[ref]): n for ref, n in plan.sources}, align,
         )  # fmt: skip
         rows = info.shape[0] if info.shape else 0
         row_bytes = info.nbytes // rows * compute_dtype.itemsize // info.dtype.itemsize if rows else 0
-        big = rows > 1 and rows * row_bytes > 2 * CHUNK_BYTES
+        big = align is None and rows > 1 and rows * row_bytes > 2 * CHUNK_BYTES
         rows_per = max(1, CHUNK_BYTES // max(row_bytes, 1))
-        if big and method.elementwise(model_params, params):
+        if big and method.elementwise(plan.model_params, plan.params):
             yield name, RowChunks(info.shape, job.target, job.chunks(rows, rows_per, done))
         # Streamed forms work on whole rows (DELLA ranks within a row): 2-D tensors and up only.
         elif big and len(info.shape) >= 2 and method.stream is not None:

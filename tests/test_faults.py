@@ -161,7 +161,7 @@ CONFIG_CASES = {
         ["base_model", "ties"],
     ),
     "empty-models": ("merge_method: linear\nmodels: []\n", ["models"]),
-    "named-chat-template": (TA + "chat_template: chatml\n", ["chat_template", "chatml"]),
+    "unknown-chat-template-name": (TA + "chat_template: chatmll\n", ["chat_template", "chatmll"]),
 }
 
 
@@ -208,9 +208,10 @@ def _rewrite_tensor(folder: Path, name: str, fn) -> None:
 
 
 def test_general_without_config_json(ws):
-    """(6) the merged model's config.json would be {"torch_dtype": ...}: refused, naming the file."""
-    (ws / "a" / "config.json").unlink()
-    refused_unchanged(ws, ["merge", ws / "c.yml", "--out", ws / "out"], str(ws / "a" / "config.json"), "missing")
+    """(6) the merged model's config.json (the base's, as in mergekit) would be {"torch_dtype": ...}: refused,
+    naming the file."""
+    (ws / "base" / "config.json").unlink()
+    refused_unchanged(ws, ["merge", ws / "c.yml", "--out", ws / "out"], str(ws / "base" / "config.json"), "missing")
 
 
 def test_tokenizer_source_without_tokenizer(ws):
@@ -222,12 +223,13 @@ def test_tokenizer_source_without_tokenizer(ws):
 
 
 def test_default_tokenizer_source_without_tokenizer_warns(ws):
-    """(7) the default source (the general model) without tokenizer: merged, with a visible warning."""
+    """(7) the default source (the base model, as in mergekit) without tokenizer: merged, with a visible
+    warning."""
     for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        (ws / "a" / f).unlink()
+        (ws / "base" / f).unlink()
     run = ms("merge", ws / "c.yml", "--out", ws / "out", "-q")
     assert run.rc == 0, run.err
-    assert "warning: " in run.err and str(ws / "a") in run.err and "no tokenizer" in run.err
+    assert "warning: " in run.err and str(ws / "base") in run.err and "no tokenizer" in run.err
 
 
 def test_tensor_in_two_shards(ws):

@@ -67,7 +67,7 @@ def _registry() -> dict[str, MergeMethod]:
     modules = (
         "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs", "breadcrumbs_ties",
         "della", "della_linear", "slerp", "model_stock", "arcee_fusion", "nuslerp", "karcher", "multislerp",
-        "nearswap", "ram", "ramplus_tl", "sce",
+        "nearswap", "ram", "ramplus_tl", "sce", "passthrough",
     )  # fmt: skip
     methods = [importlib.import_module(f"engine.methods.{name}").METHOD for name in modules]
     return {m.name: m for m in methods}
