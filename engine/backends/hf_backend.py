@@ -6,6 +6,7 @@ model object, no disk write). Generation is batched per distinct settings, left-
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from engine.backends.base import (
     GenerationSettings,
     Messages,
     SwappingBackend,
+    TokenPair,
     config_refs,
     single_checkpoint,
 )
@@ -25,6 +27,8 @@ from engine.errors import BackendError
 
 if TYPE_CHECKING:
     from engine.config import MergeConfig
+
+log = logging.getLogger(__name__)
 
 
 def _default_device() -> str:
@@ -35,15 +39,27 @@ class TransformersBackend(SwappingBackend):
     kind = "transformers"
 
     def __init__(
-        self, start_model: str | Path, *, device: str | None = None, dtype: str | None = None
+        self,
+        start_model: str | Path,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        resident: str = "auto",
     ) -> None:
+        from engine.backends.machine import RESIDENT_MODES, serving_dtype
+        from engine.backends.resident import ResidentSet
+
         super().__init__(start_model)
         self._checkpoints = CheckpointCache()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = torch.device(device if device not in (None, "auto") else _default_device())
-        # float32 on CPU: bfloat16 matmuls are slow there; on a GPU keep the checkpoint's own dtype.
-        torch_dtype: Any = dtype or ("auto" if self.device.type == "cuda" else torch.float32)
+        if resident not in RESIDENT_MODES:
+            raise BackendError(f"resident swaps {resident!r}: choose one of {', '.join(RESIDENT_MODES)}")
+        self._resident = ResidentSet(self.device, resident)
+        # float32 on a CPU without native bf16 (emulated bf16 matmuls are slow); see engine.backends.machine.
+        self.dtype = serving_dtype(dtype, self.start_model, device=self.device.type)
+        torch_dtype: Any = getattr(torch, self.dtype)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.start_model, trust_remote_code=False)
             self.model = AutoModelForCausalLM.from_pretrained(
@@ -61,6 +77,19 @@ class TransformersBackend(SwappingBackend):
             name for name in self.model.state_dict() if name not in self._params and name.endswith(".weight")
         }
 
+    @property
+    def resident_mode(self) -> str:
+        """auto / on / off: whether swaps merge from resident inputs (settable between swaps)."""
+        return self._resident.mode
+
+    @resident_mode.setter
+    def resident_mode(self, mode: str) -> None:
+        from engine.backends.machine import RESIDENT_MODES
+
+        if mode not in RESIDENT_MODES:
+            raise BackendError(f"resident swaps {mode!r}: choose one of {', '.join(RESIDENT_MODES)}")
+        self._resident.mode = mode
+
     # --- swaps -------------------------------------------------------------------------------------------------
     def _tensor_stream(self, variant: MergeConfig | None) -> Iterator[tuple[str, torch.Tensor]]:
         path = self.start_model if variant is None else single_checkpoint(variant)
@@ -70,7 +99,12 @@ class TransformersBackend(SwappingBackend):
         from engine.merge import merge_tensors
 
         checkpoints = self._checkpoints.for_refs(config_refs(variant))
-        return merge_tensors(variant, device=self.device, checkpoints=checkpoints)
+        inputs = self._resident.for_config(variant, checkpoints)
+        swap_path = "streaming" if inputs is None else "resident"
+        if swap_path != self.swap_path:
+            log.info("transformers weight swaps: %s path (%s)", swap_path, self._resident.last_reason)
+        self.swap_path, self.swap_reason = swap_path, self._resident.last_reason
+        return merge_tensors(variant, device=self.device, checkpoints=inputs or checkpoints)
 
     @torch.no_grad()
     def _load(self, variant: MergeConfig | None) -> None:
@@ -92,6 +126,14 @@ class TransformersBackend(SwappingBackend):
             raise BackendError(
                 f"the variant lacks {len(missing)} tensor(s) of the served model, e.g. {missing[0]}"
             )
+
+    def write_bound_s(self, ref: str | Path | None = None) -> float:
+        """Seconds to write a model-sized set of served tensors once on this device (a swap's bandwidth bound)."""
+        from engine.backends.resident import write_bound_s
+
+        ckpt = self._checkpoints.get(ref or self.start_model)
+        sources = [ckpt.get(name, device=self.device) for name in ckpt.tensor_names()]
+        return write_bound_s(sources, getattr(torch, self.dtype))
 
     # --- generation --------------------------------------------------------------------------------------------
     def _encode(self, prompts: list[Messages]) -> dict[str, torch.Tensor]:
@@ -182,6 +224,68 @@ class TransformersBackend(SwappingBackend):
             worker.join()
         if failure:
             raise BackendError(f"transformers generation failed: {failure[0]}")
+
+    # --- raw-text scoring (lm-eval bridge) -----------------------------------------------------------------------
+    @property
+    def max_length(self) -> int:
+        """Tokens one sequence may hold (the model's positions)."""
+        return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+
+    @torch.no_grad()
+    def _loglikelihood(self, requests: list[TokenPair], batch_size: int = 16) -> list[tuple[float, bool]]:
+        """A forward pass over context + continuation (right-padded batches); the continuation's tokens are read
+        off the log-softmax at the positions that predict them."""
+        results: list[tuple[float, bool]] = []
+        for start in range(0, len(requests), batch_size):
+            chunk = requests[start : start + batch_size]
+            inputs = [(ctx + cont)[:-1] for ctx, cont in chunk]
+            width = max(len(x) for x in inputs)
+            ids = torch.full((len(chunk), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, seq in enumerate(inputs):
+                ids[row, : len(seq)] = torch.tensor(seq)
+                mask[row, : len(seq)] = 1
+            try:
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            except Exception as exc:
+                raise BackendError(f"transformers log-likelihood scoring failed: {exc}") from exc
+            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+            for row, (ctx, cont) in enumerate(chunk):
+                # Position p predicts token p + 1: the continuation is predicted from len(ctx) - 1 on.
+                rows = logprobs[row, len(ctx) - 1 : len(ctx) - 1 + len(cont)]
+                target = torch.tensor(cont)
+                picked = rows.gather(1, target[:, None]).squeeze(1)
+                results.append((float(picked.sum()), bool((rows.argmax(dim=-1) == target).all())))
+        return results
+
+    @torch.no_grad()
+    def _complete(
+        self, prompts: list[list[int]], settings: list[GenerationSettings], stops: list[list[str]]
+    ) -> list[str]:
+        # Stop strings are applied by the caller (`complete` cuts at the first one); greedy output is the same as
+        # stopping early, only the extra tokens cost time.
+        replies: list[str] = [""] * len(prompts)
+        groups: dict[GenerationSettings, list[int]] = {}
+        for index, s in enumerate(settings):
+            groups.setdefault(s, []).append(index)
+        for s, indices in groups.items():
+            width = max(len(prompts[i]) for i in indices)
+            ids = torch.full((len(indices), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(indices), width), dtype=torch.long)
+            for row, i in enumerate(indices):  # left-padded, as decoder-only generation needs
+                ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+                mask[row, width - len(prompts[i]) :] = 1
+            torch.manual_seed(s.seed)
+            try:
+                out = self.model.generate(
+                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **self._generate_kwargs(s)
+                )
+            except Exception as exc:
+                raise BackendError(f"transformers generation failed: {exc}") from exc
+            texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+            for i, text in zip(indices, texts, strict=True):
+                replies[i] = text
+        return replies
 
     def _close(self) -> None:
         self.__dict__.pop("model", None)

@@ -23,11 +23,13 @@ class LazyBackend:
         factory: Callable[[], Backend],
         *,
         kind: str = "auto",
+        dtype: str | None = None,
         on_start: Callable[[Backend, float], None] | None = None,
     ) -> None:
         self.start_model = Path(start_model)
         self._factory = factory
         self._requested_kind = kind
+        self._dtype = dtype  # the serving dtype the factory's backend will use (store keys need it up front)
         self._on_start = on_start
         self._backend: Backend | None = None
         self._lock = threading.Lock()
@@ -47,6 +49,31 @@ class LazyBackend:
     @property
     def swaps(self) -> int:
         return getattr(self._backend, "swaps", 0)
+
+    @property
+    def dtype(self) -> str | None:
+        return getattr(self._backend, "dtype", self._dtype) if self._backend is not None else self._dtype
+
+    @property
+    def swap_path(self) -> str | None:
+        return getattr(self._backend, "swap_path", None)
+
+    @property
+    def swap_reason(self) -> str:
+        return getattr(self._backend, "swap_reason", "no engine started")
+
+    def describe(self) -> dict:
+        if self._backend is not None and hasattr(self._backend, "describe"):
+            return self._backend.describe()
+        return {"backend": self.kind, "dtype": self.dtype, "swap_path": None, "swap_reason": self.swap_reason}
+
+    def generate_all(self, jobs: list) -> Iterator[tuple[list[str], dict[str, float]]]:
+        """`engine.sweep.generate_all` on the real backend, started only when the first job is asked for."""
+        from engine.sweep import generate_all
+
+        if not jobs:
+            return
+        yield from generate_all(self.backend(), jobs)
 
     def backend(self) -> Backend:
         """The real backend, started now if it was not yet."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import os
 import re
 import threading
@@ -17,13 +18,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.backends.base import GenerationSettings, Messages, SwappingBackend, single_checkpoint
+from engine.backends.base import (
+    GenerationSettings,
+    Messages,
+    SwappingBackend,
+    TokenPair,
+    single_checkpoint,
+)
 from engine.errors import BackendError
 
 if TYPE_CHECKING:
     from engine.config import MergeConfig
 
 WORKER_EXTENSION = "engine.backends.vllm_worker.MergeWorkerExtension"
+
+log = logging.getLogger(__name__)
 
 # Small KV cache by default: this machine has 24 GB shared by everything (GiB; the user's value wins).
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -110,13 +119,33 @@ def _watch_engine(llm: Any, closing: Callable[[], bool]) -> None:
 class VLLMBackend(SwappingBackend):
     kind = "vllm"
 
-    def __init__(self, start_model: str | Path, *, device: str | None = None, **llm_kwargs: Any) -> None:
+    def __init__(
+        self,
+        start_model: str | Path,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        resident: str = "auto",
+        tensor_parallel_size: int = 1,
+        pipeline_parallel_size: int = 1,
+        **llm_kwargs: Any,
+    ) -> None:
+        from engine.backends.machine import RESIDENT_MODES, serving_dtype
+
         super().__init__(start_model)
         self._stream_ids = itertools.count()
+        if resident not in RESIDENT_MODES:
+            raise BackendError(f"resident swaps {resident!r}: choose one of {', '.join(RESIDENT_MODES)}")
+        for flag, size in (("--tensor-parallel-size", tensor_parallel_size),
+                           ("--pipeline-parallel-size", pipeline_parallel_size)):  # fmt: skip
+            if int(size) < 1:
+                raise BackendError(f"{flag} must be >= 1, got {size}")
+        self.resident_mode = resident
         if not (self.start_model / "config.json").is_file():
             raise BackendError(
                 f"cannot start vLLM: {self.start_model} is not a checkpoint folder (no config.json)"
             )
+        self.dtype = serving_dtype(dtype, self.start_model, device=device)
         try:
             from vllm import LLM
 
@@ -126,6 +155,9 @@ class VLLMBackend(SwappingBackend):
                 "seed": 0,
                 "max_model_len": _max_model_len(self.start_model),
                 "trust_remote_code": False,
+                "dtype": self.dtype,
+                "tensor_parallel_size": int(tensor_parallel_size),
+                "pipeline_parallel_size": int(pipeline_parallel_size),
             }
             if device is not None and device != "auto":
                 options["device"] = device
@@ -151,8 +183,20 @@ class VLLMBackend(SwappingBackend):
         if path is not None:
             self._rpc("mergescope_load_checkpoint", str(path))
         else:
-            self._rpc("mergescope_load_merge", variant.to_yaml())
+            # One answer per worker (tensor/pipeline-parallel ranks); each rank holds its own inputs.
+            answers = self._rpc("mergescope_load_merge", variant.to_yaml(), self.resident_mode)
+            paths = sorted({a["path"] for a in answers})
+            swap_path = paths[0] if len(paths) == 1 else "mixed"
+            if swap_path != self.swap_path:
+                log.info("vLLM weight swaps: %s path (%s)", swap_path, answers[0]["reason"])
+            self.swap_path, self.swap_reason = swap_path, answers[0]["reason"]
         self.llm.reset_prefix_cache()
+
+    def write_bound_s(self, ref: str | Path | None = None) -> float:
+        """Seconds to write a model-sized set of served tensors once on the engine device (the bandwidth bound a
+        swap is measured against; `ref` defaults to the start model)."""
+        answers = self._rpc("mergescope_write_bound", str(ref or self.start_model))
+        return max(a["seconds"] for a in answers)
 
     # --- generation --------------------------------------------------------------------------------------------
     def _generate(self, prompts: list[Messages], settings: list[GenerationSettings]) -> list[str]:
@@ -196,6 +240,58 @@ class VLLMBackend(SwappingBackend):
             if not finished:
                 # The consumer stopped early (closed the generator): drop the request so the engine is idle again.
                 engine.abort_request([request_id])
+
+    # --- raw-text scoring (lm-eval bridge) -----------------------------------------------------------------------
+    @property
+    def max_length(self) -> int:
+        """Tokens one sequence may hold in this engine (prompt and generated tokens together)."""
+        return int(self.llm.llm_engine.model_config.max_model_len)
+
+    def _loglikelihood(self, requests: list[TokenPair]) -> list[tuple[float, bool]]:
+        """One prompt-only pass per request through `prompt_logprobs`: vLLM returns, at every prompt position, the
+        logprob and vocabulary rank of the token actually there (rank 1 = the greedy choice)."""
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1, detokenize=False)
+        prompts = [TokensPrompt(prompt_token_ids=ctx + cont) for ctx, cont in requests]
+        try:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        except Exception as exc:
+            raise BackendError(f"vLLM log-likelihood scoring failed: {exc}") from exc
+        results = []
+        for (ctx, cont), output in zip(requests, outputs, strict=True):
+            ids = ctx + cont
+            total, greedy = 0.0, True
+            for position in range(len(ctx), len(ids)):
+                entry = output.prompt_logprobs[position][ids[position]]
+                total += entry.logprob
+                greedy = greedy and entry.rank == 1
+            results.append((total, greedy))
+        return results
+
+    def _complete(
+        self, prompts: list[list[int]], settings: list[GenerationSettings], stops: list[list[str]]
+    ) -> list[str]:
+        from vllm import TokensPrompt
+
+        params = []
+        for s, stop in zip(settings, stops, strict=True):
+            p = _sampling_params(s)
+            p.stop = [x for x in stop if x] or None
+            params.append(p)
+        try:
+            outputs = self.llm.generate(
+                [TokensPrompt(prompt_token_ids=ids) for ids in prompts], params, use_tqdm=False
+            )
+        except Exception as exc:
+            raise BackendError(f"vLLM generation failed: {exc}") from exc
+        # The generated ids decoded on their own, as transformers (and lm-eval's hf model) decode them: vLLM's
+        # incremental text is decoded after the prompt, which can differ at the seam (a word-start marker turns
+        # into a leading space).
+        tokenizer = self.llm.get_tokenizer()
+        return [
+            tokenizer.decode(list(output.outputs[0].token_ids), skip_special_tokens=True) for output in outputs
+        ]
 
     def _close(self) -> None:
         llm = self.__dict__.pop("llm", None)

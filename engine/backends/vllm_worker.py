@@ -84,8 +84,18 @@ class MergeWorkerExtension:
         self._mergescope_reload((name, ckpt.get(name, device=self.device).to(dtype)) for name in names)
         return {"tensors": float(len(names)), "seconds": time.perf_counter() - start}
 
-    def mergescope_load_merge(self, config_yaml: str) -> dict[str, float]:
-        """Reload the served weights from a merge config (mergekit YAML), merged tensor by tensor on this device."""
+    def _mergescope_resident(self, mode: str) -> Any:
+        from engine.backends.resident import ResidentSet
+
+        resident = self.__dict__.get("_mergescope_resident_set")
+        if resident is None or resident.mode != mode:
+            resident = self.__dict__["_mergescope_resident_set"] = ResidentSet(self.device, mode)
+        return resident
+
+    def mergescope_load_merge(self, config_yaml: str, resident_mode: str = "auto") -> dict[str, Any]:
+        """Reload the served weights from a merge config (mergekit YAML), merged tensor by tensor on this device:
+        from resident inputs when the method allows and they fit (`resident_mode` auto/on/off), else streamed
+        from disk. Returns the path taken and why, with the tensor count and seconds."""
         from engine.backends.base import config_refs
         from engine.config import load_config
         from engine.merge import merge_tensors
@@ -94,14 +104,37 @@ class MergeWorkerExtension:
         config = load_config(config_yaml)
         dtype = self._mergescope_dtype()
         checkpoints = self._mergescope_checkpoints().for_refs(config_refs(config_yaml))
+        resident = self._mergescope_resident(resident_mode)
+        inputs = resident.for_config(config, checkpoints)
+        path = "streaming" if inputs is None else "resident"
+        ready = time.perf_counter()
         count = 0
 
         def counted() -> Iterator[tuple[str, torch.Tensor]]:
             nonlocal count
             # Merge in the config's precision (float32 by default), cast to the served dtype only at the end.
-            for name, tensor in merge_tensors(config, device=self.device, checkpoints=checkpoints):
+            for name, tensor in merge_tensors(config, device=self.device, checkpoints=inputs or checkpoints):
                 count += 1
                 yield name, tensor.to(dtype)
 
         self._mergescope_reload(counted())
-        return {"tensors": float(count), "seconds": time.perf_counter() - start}
+        end = time.perf_counter()
+        return {
+            "path": path,
+            "reason": resident.last_reason,
+            "resident_bytes": float(resident.nbytes),
+            "tensors": float(count),
+            "prepare_s": ready - start,
+            "seconds": end - start,
+        }
+
+    def mergescope_write_bound(self, ref: str) -> dict[str, float]:
+        """The memory-bandwidth bound of a swap on this device: seconds to write checkpoint `ref`'s tensors once in
+        the served dtype (`engine.backends.resident.write_bound_s`)."""
+        from engine.backends.resident import write_bound_s
+
+        ckpt = self._mergescope_checkpoints().get(ref)
+        dtype = self._mergescope_dtype()
+        sources = [ckpt.get(name, device=self.device) for name in ckpt.tensor_names()]
+        nbytes = sum(t.numel() * dtype.itemsize for t in sources)
+        return {"seconds": write_bound_s(sources, dtype), "bytes": float(nbytes)}

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from engine.backends import Backend, GenerationSettings, make_backend
 from engine.backends.lazy import LazyBackend
-from engine.commands.engine_args import add_engine_arguments
+from engine.commands.engine_args import add_engine_arguments, backend_options
 from engine.errors import ConfigError, MergescopeError
 from engine.store import ResultStore
 from engine.sweep import PointResult, SweepSpec, parse_named, parse_weights, prepare_sweep, run_sweep
@@ -72,7 +72,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="SUITES",
         help="built-in suite name (xstest, gsm8k, gsm8k-mini, humaneval...), suite folder, manifest, or a folder "
-        "of suites; comma lists and repeats add up (default: the demo family's suites)",
+        "of suites; or an lm-evaluation-harness task as lm-eval:TASK "
+        "(data from the datasets cache) or lm-eval:path/to/task.yaml; comma lists and repeats add up (default: the "
+        "demo family's suites)",
+    )
+    parser.add_argument(
+        "--composite",
+        action="append",
+        default=[],
+        metavar="NAME=SUITE,SUITE",
+        help="a composite axis: the mean of the named suites' scores (suite names, lm-eval: entries or aggregates "
+        "such as general), e.g. general_avg=demo-general,lm-eval:arc_easy (repeatable)",
     )
     add_engine_arguments(parser)
     parser.add_argument("--csv", type=Path, help="also write the sweep's table as CSV")
@@ -90,6 +100,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-tokens", type=int, default=None, help="default max new tokens (suites may override)"
     )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N engines as Ray actors and spread the points over them (default 1: one engine here)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="join this Ray cluster (e.g. ray://head:10001 or auto) instead of starting a local one",
+    )
 
 
 def _parse_sizes(text: str | None) -> dict[str, int]:
@@ -171,7 +194,20 @@ def build_spec(args: argparse.Namespace) -> SweepSpec:
         standard_references=not args.no_standard_references,
         dataset_sizes=sizes,
         heuristic_point=not args.no_heuristic_point,
+        composites=_parse_composites(args.composite),
     )
+
+
+def _parse_composites(entries: list[str]) -> dict[str, list[str]]:
+    from evals.composite import parse_composite
+
+    composites: dict[str, list[str]] = {}
+    for entry in entries:
+        name, members = parse_composite(entry)
+        if name in composites:
+            raise ConfigError(f"--composite {entry!r}: composite {name!r} given twice")
+        composites[name] = members
+    return composites
 
 
 def _fmt_score(score: dict[str, float] | None) -> str:
@@ -220,6 +256,33 @@ def format_table(results: list[PointResult], heuristic: dict[str, float]) -> str
     return "\n".join(lines)
 
 
+def _start_engines(general: str, options: dict[str, Any], args: argparse.Namespace, err: TextIO) -> Any:
+    """The sweep's engine: one backend here, or a pool of Ray actors (`--workers`, `--ray-address`)."""
+    if args.workers > 1 or args.ray_address:
+        from engine.pool import EnginePool
+
+        print(f"starting {args.workers} {options['kind']} engine(s) as Ray actors ...", file=err, flush=True)
+        return EnginePool(general, args.workers, options, address=args.ray_address)
+    print(f"starting the {options['kind']} backend on {general} ...", file=err, flush=True)
+    return make_backend(general, **options)
+
+
+def _planned_dtype(general: str, options: dict[str, Any], args: argparse.Namespace) -> str | None:
+    """The serving dtype, known before any engine starts (results are looked up by it). For a Ray cluster the
+    engines' machines decide (None here: the pool reports it once started)."""
+    from engine.backends.machine import serving_dtype
+
+    if args.ray_address:
+        return None if options["dtype"] in (None, "auto") else options["dtype"]
+    return serving_dtype(options["dtype"], general, device=options["device"])
+
+
+def _describe(backend: Any, seconds: float) -> str:
+    """The ready line: which backend, how fast it started, the serving dtype (part of every result's key)."""
+    info = backend.describe()
+    return f"{info['backend']} backend ready in {seconds:.1f}s (serving dtype {info['dtype']})"
+
+
 def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
@@ -234,19 +297,22 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
         f"store {args.store}",
         file=err,
     )
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    options = backend_options(args)
     with ResultStore(args.store) as store:
         start = time.perf_counter()
 
         def start_engine() -> Backend:
             # Only when a point needs generation: a sweep whose results are all stored starts no engine.
-            print(f"starting the {args.backend} backend on {spec.general} ...", file=err, flush=True)
-            return make_backend(spec.general, kind=args.backend, device=args.device)
+            return _start_engines(spec.general, options, args, err)
 
         backend = LazyBackend(
             spec.general,
             start_engine,
             kind=args.backend,
-            on_start=lambda b, s: print(f"{b.kind} backend ready in {s:.1f}s", file=err, flush=True),
+            dtype=_planned_dtype(spec.general, options, args),
+            on_start=lambda b, s: print(_describe(b, s), file=err, flush=True),
         )
         results: list[PointResult] = []
         try:
@@ -274,6 +340,8 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
             backend.close()
         how = "engine start included" if backend.started else "every result was in the store; no engine started"
         print(f"sweep done in {time.perf_counter() - start:.1f}s ({how})", file=err)
+        if backend.swap_path is not None:
+            print(f"weight swaps: {backend.swap_path} path ({backend.swap_reason})", file=err)
         print(format_table(results, prepared.heuristic), file=out)
         sweep_id = store.begin_sweep(prepared.store_spec())
         if args.csv:
