@@ -107,11 +107,14 @@ class ResultStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.is_dir():
             raise StoreError(f"results store {self.path}: is a folder; give a file name such as results.db")
-        # SQLite's side files that opening creates: removed again if the store turns out unusable.
+        # SQLite's side files that opening creates: removed again if an existing store turns out unusable. A store
+        # that did not exist may be being created by another process at this very moment: its files are not ours
+        # to remove.
+        existed = self.path.exists()
         sides = [self.path.with_name(self.path.name + s) for s in ("-wal", "-shm", "-journal")]
-        fresh = [p for p in (self.path, *sides) if not p.exists()]
+        fresh = [p for p in sides if not p.exists()] if existed else []
         try:
-            self._open()
+            self._open_retrying()
         except BaseException:
             with contextlib.suppress(Exception):
                 self._db.close()
@@ -119,6 +122,22 @@ class ResultStore:
                 with contextlib.suppress(OSError):
                     p.unlink()
             raise
+
+    def _open_retrying(self, attempts: int = 6) -> None:
+        """`_open`, retried while another process holds the file mid-creation (switching a new file to WAL takes
+        an exclusive lock that SQLite's busy timeout does not always wait for)."""
+        for attempt in range(attempts):
+            try:
+                return self._open()
+            except StoreError as exc:
+                transient = isinstance(exc.__cause__, sqlite3.OperationalError) and any(
+                    word in str(exc.__cause__).lower() for word in ("locked", "busy", "disk i/o")
+                )
+                if not transient or attempt == attempts - 1:
+                    raise
+                with contextlib.suppress(Exception):
+                    self._db.close()
+                time.sleep(0.05 * 2**attempt)  # back off: the other opener finishes within milliseconds
 
     def _open(self) -> None:
         try:
