@@ -303,7 +303,10 @@ def test_blind_votes_change_the_strength_plot_and_imported_csv_is_drawn(
     seen = []
     for verdict in ("A", "A", "B"):
         page.locator("#ab-ask").click()
-        page.wait_for_function("document.querySelector('#ab-reply-a textarea').value.length > 0")
+        # The new pair, not the last one: the reveal is cleared when the ask starts, the replies fill when it ends.
+        page.wait_for_function(
+            "!document.querySelector('#ab-revealed') && document.querySelector('#ab-reply-a textarea').value.length > 0"
+        )
         page.locator(f"#ab-vote-{verdict}").click()
         page.locator("#ab-revealed").wait_for()
         assert "A was" in page.locator("#ab-revealed").inner_text()

@@ -184,7 +184,9 @@ def wire(ctx: AppContext, ui: SimpleNamespace) -> None:
         api_name=False,
     )
     t.draw_btn.click(draw_ui, [ui.session, t.suite], t.prompt, api_name="ab_draw")
-    t.ask_btn.click(
+    # Clear the last pair and its reveal first: a blind pair must not show the previous answers (or names) while
+    # the new ones are generated, and a vote is only possible on the pair on screen.
+    t.ask_btn.click(lambda: ("", "", ""), None, [t.reply_a, t.reply_b, t.reveal], api_name=False).then(
         ask_ui,
         [ui.session, t.first, t.second, t.prompt],
         [ui.session, t.reply_a, t.reply_b, t.reveal],
