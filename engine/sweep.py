@@ -391,12 +391,14 @@ Job = tuple["MergeConfig | None", list[list[dict[str, str]]], list[GenerationSet
 
 @dataclass
 class _PointPlan:
-    """One point's store keys, the suite results already stored, and the generation job for the rest."""
+    """One point's store keys, the suite results already stored, the variant to swap in, and the generation job
+    for the rest."""
 
     vkey: str
     keys: dict[str, str]
     results: dict[str, SuiteResult]
     todo: list[Suite]
+    variant: MergeConfig | None
     job: Job | None
 
 
@@ -427,8 +429,9 @@ def _plan(
     for suite in chat:
         prompts += suite.prompts()
         per_prompt += [settings[suite.name]] * len(suite.items)
-    job = (_variant(point, start_model), prompts, per_prompt) if chat else None
-    return _PointPlan(stable_hash(identity)[:16], keys, results, todo, job)
+    variant = _variant(point, start_model)
+    job = (variant, prompts, per_prompt) if chat else None
+    return _PointPlan(stable_hash(identity)[:16], keys, results, todo, variant, job)
 
 
 def _variant(point: Point, start_model: Path) -> MergeConfig | None:
@@ -478,8 +481,7 @@ def run_sweep(
         vkey, keys, results, todo = plan.vkey, plan.keys, plan.results, plan.todo
         timings = {"swap_s": 0.0, "generate_s": 0.0, "score_s": 0.0}
         if todo:
-            variant = plan.job[0] if plan.job else _variant(point, start_model)
-            fresh = _evaluate_lm_eval(todo, backend, variant, timings)
+            fresh = _evaluate_lm_eval(todo, backend, plan.variant, timings)
             replies: list[str] = []
             if plan.job:
                 replies, generated = next(outputs)
