@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from engine.store import ResultStore, result_key, stable_hash
 if TYPE_CHECKING:
     from engine.checkpoint import Checkpoint
     from engine.config import MergeConfig
+    from engine.prompt_fit import SuiteFit
     from evals import Score, Scores, Suite, SuiteResult
 
 # Aggregate-name conventions shared with evals (kept as literals so this module imports no lm-eval).
@@ -310,6 +311,12 @@ class PreparedSweep:
     identities: dict[str, str]  # path string -> content identity
     heuristic: dict[str, float]  # skill name -> |D|/|G|
     points: list[Point]
+    # How each chat suite's prompts fit the served model's context (engine.prompt_fit), by suite name.
+    fits: dict[str, SuiteFit] = field(default_factory=dict)
+
+    def fit_warnings(self) -> list[str]:
+        """One line per suite whose prompts do not all fit the model's context as asked (empty: all fit)."""
+        return [fit.summary() for fit in self.fits.values() if fit.affected]
 
     def store_spec(self) -> dict[str, Any]:
         """What the store records for this sweep (its id is a hash of it): the spec plus checkpoint identities."""
@@ -346,7 +353,17 @@ def prepare_sweep(spec: SweepSpec) -> PreparedSweep:
             heuristic[name] = h
     only_h = next(iter(heuristic.values())) if len(spec.skill_paths) == 1 and heuristic else None
     points = spec._reference_points() + spec._variant_points(heuristic=only_h)
-    return PreparedSweep(spec, suites, checkpoints, identities, heuristic, points)
+    fits = suite_fits(suites, spec.general, spec.settings)
+    return PreparedSweep(spec, suites, checkpoints, identities, heuristic, points, fits)
+
+
+def suite_fits(suites: Sequence[Any], model: str | Path, defaults: GenerationSettings) -> dict[str, SuiteFit]:
+    """How the chat suites' prompts fit `model`'s context (lm-eval suites truncate as lm-eval itself does)."""
+    from engine.prompt_fit import check_fit
+    from evals.lm_eval_suite import LMEvalSuite
+
+    chat = [s for s in suites if not isinstance(s, LMEvalSuite)]
+    return check_fit(model, {s.name: (s.prompts(), suite_settings(s, defaults).max_tokens) for s in chat})
 
 
 def variant_identity(config: MergeConfig, identities: Mapping[str, str]) -> dict[str, Any]:
@@ -375,13 +392,18 @@ def suite_settings(suite: Suite, defaults: GenerationSettings) -> GenerationSett
     return GenerationSettings.from_mapping(values, where=f"suite {suite.name} generation")
 
 
-def serving_settings(settings: GenerationSettings, backend: Backend) -> dict[str, Any]:
-    """What a result's store key records of how it was generated: the sampling settings and the serving dtype
-    (float32 and bfloat16 replies differ). A backend must know its dtype before its engine starts."""
+def serving_settings(
+    settings: GenerationSettings, backend: Backend, fit: SuiteFit | None = None
+) -> dict[str, Any]:
+    """What a result's store key records of how it was generated: the sampling settings, the serving dtype
+    (float32 and bfloat16 replies differ; a backend must know its dtype before its engine starts) and, where
+    some prompt did not fit as asked, the context limit that cut it."""
     out = settings.to_dict()
     dtype = getattr(backend, "dtype", None)
     if dtype is not None:
         out["serving_dtype"] = str(dtype)
+    if fit is not None and fit.affected:
+        out["context_limit"] = fit.limit
     return out
 
 
@@ -427,8 +449,14 @@ def _plan(
     prompts: list[list[dict[str, str]]] = []
     per_prompt: list[GenerationSettings] = []
     for suite in chat:
-        prompts += suite.prompts()
-        per_prompt += [settings[suite.name]] * len(suite.items)
+        # Only the prompts that fit the context, each with the reply budget that fits (engine.prompt_fit).
+        fit = prepared.fits.get(suite.name)
+        asked = settings[suite.name]
+        budgets = fit.budgets if fit is not None else (asked.max_tokens,) * len(suite.items)
+        for prompt, budget in zip(suite.prompts(), budgets, strict=True):
+            if budget is not None:
+                prompts.append(prompt)
+                per_prompt.append(asked if budget == asked.max_tokens else replace(asked, max_tokens=budget))
     variant = _variant(point, start_model)
     job = (variant, prompts, per_prompt) if chat else None
     return _PointPlan(stable_hash(identity)[:16], keys, results, todo, variant, job)
@@ -462,13 +490,15 @@ def run_sweep(
 ) -> Iterator[PointResult]:
     """Evaluate every point; yields each PointResult as it finishes. Each (point, suite) result is committed to
     the store the moment it is scored, so stopping (or crashing) at any time loses nothing already done."""
-    from evals import aggregate, score_suite
+    from evals import aggregate
 
     prepared = spec if isinstance(spec, PreparedSweep) else prepare_sweep(spec)
     spec = prepared.spec
     sweep_id = store.begin_sweep(prepared.store_spec())
     settings = {s.name: suite_settings(s, spec.settings) for s in prepared.suites}
-    serving = {name: serving_settings(value, backend) for name, value in settings.items()}
+    serving = {
+        name: serving_settings(value, backend, prepared.fits.get(name)) for name, value in settings.items()
+    }
     start_model = Path(getattr(backend, "start_model", "")).resolve()
     total = len(prepared.points)
 
@@ -493,9 +523,10 @@ def run_sweep(
                 if suite.name in fresh:
                     result = fresh[suite.name]
                 else:
-                    chunk = replies[offset : offset + len(suite.items)]
-                    offset += len(suite.items)
-                    result = score_suite(suite, chunk)
+                    fit = prepared.fits.get(suite.name)
+                    sent = len(suite.items) - (len(fit.too_long) if fit is not None else 0)
+                    result = _score_chat(suite, replies[offset : offset + sent], fit)
+                    offset += sent
                 results[suite.name] = result
                 store.put(
                     keys[suite.name],
@@ -533,12 +564,31 @@ def run_sweep(
                 "aggregates": result.aggregates(),
                 "scores": scores.to_dict(),
                 "heuristic": point.heuristic,
+                # Suites whose prompts did not all fit the context (only when some did not).
+                **({"context": context} if (context := _context_records(ordered)) else {}),
             },
             timings=timings,
         )
         if on_progress is not None:
             on_progress(index, total, result)
         yield result
+
+
+def _score_chat(suite: Suite, replies: list[str], fit: SuiteFit | None) -> SuiteResult:
+    """Score a chat suite from the replies to its prompts that were sent; the prompts too long for the context
+    (never sent) get an empty reply and count as failed."""
+    from evals import score_suite
+    from evals.aggregate import count_too_long
+
+    if fit is None or not fit.affected:
+        return score_suite(suite, replies)
+    answers = iter(replies)
+    full = ["" if budget is None else next(answers) for budget in fit.budgets]
+    return count_too_long(score_suite(suite, full), fit.too_long, fit.record())
+
+
+def _context_records(results: Sequence[SuiteResult]) -> dict[str, dict[str, Any]]:
+    return {r.suite: r.context for r in results if getattr(r, "context", None)}
 
 
 def _evaluate_lm_eval(
@@ -597,7 +647,9 @@ def check_composites(composites: Mapping[str, Sequence[str]], suites: Sequence[A
             members[:] = resolved
 
 
-def composite_scores(available: Mapping[str, Score], composites: Mapping[str, Sequence[str]]) -> dict[str, Score]:
+def composite_scores(
+    available: Mapping[str, Score], composites: Mapping[str, Sequence[str]]
+) -> dict[str, Score]:
     from evals.composite import composite_score
 
     return {

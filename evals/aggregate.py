@@ -9,7 +9,7 @@ is exact in the same sense as a single suite's (averaging suites instead would n
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from evals.errors import SuiteError
@@ -32,6 +32,10 @@ class SuiteResult:
     outcomes: list[str] | None = (
         None  # each item's outcome label where the scorer gives one (refusal class...)
     )
+    # How the prompts fitted the model's context, where some did not fit as asked (engine.prompt_fit): the limit,
+    # how many prompts were too long (their items count as failed: see `too_long_ids`), how many replies were cut.
+    context: dict[str, Any] | None = None
+    too_long_ids: list[str] = field(default_factory=list)
 
     def by_category(self) -> dict[str, Score]:
         """Score per item category (items without one are left out), e.g. to see which kinds of benign
@@ -54,6 +58,12 @@ class SuiteResult:
             "scorer": self.scorer,
             "categories": list(self.categories),
             "outcomes": None if self.outcomes is None else list(self.outcomes),
+            # Only where some prompt did not fit, so other results keep their stored shape.
+            **(
+                {"context": dict(self.context), "too_long_ids": list(self.too_long_ids)}
+                if self.context
+                else {}
+            ),
         }
 
     @classmethod
@@ -69,6 +79,8 @@ class SuiteResult:
             scorer=d["scorer"],
             categories=list(d.get("categories") or [None] * len(d["per_item"])),
             outcomes=None if d.get("outcomes") is None else list(d["outcomes"]),
+            context=None if d.get("context") is None else dict(d["context"]),
+            too_long_ids=list(d.get("too_long_ids") or []),
         )
 
 
@@ -100,6 +112,28 @@ def score_suite(
         scorer=suite.scorer_impl.identity(suite.scorer_args, classifier),
         categories=[it.category for it in suite.items],
         outcomes=outcomes,
+    )
+
+
+TOO_LONG = "too_long"  # the outcome label of an item whose prompt did not fit the model's context
+
+
+def count_too_long(result: SuiteResult, too_long: Sequence[int], context: Mapping[str, Any]) -> SuiteResult:
+    """`result` with the items at indices `too_long` (prompts that did not fit the model's context, so never
+    generated) counted as failed whatever their empty reply scored, labelled `too_long` in the outcomes, and
+    `context` (engine.prompt_fit's record) kept with it. The score is recomputed over all items."""
+    bad = set(too_long)
+    per_item = [ok and i not in bad for i, ok in enumerate(result.per_item)]
+    outcomes = result.outcomes
+    if outcomes is not None:
+        outcomes = [TOO_LONG if i in bad else o for i, o in enumerate(outcomes)]
+    return replace(
+        result,
+        score=Score.from_counts(sum(per_item), len(per_item)),
+        per_item=per_item,
+        outcomes=outcomes,
+        context=dict(context),
+        too_long_ids=[result.item_ids[i] for i in sorted(bad)],
     )
 
 

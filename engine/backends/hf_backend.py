@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +32,29 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class _PaddedLengthFilter(logging.Filter):
+    """Drops transformers' "exceeded the model's predefined maximum length" reminder: a batch whose rows stop
+    at their own budgets is longer than the context as a tensor, while no row runs past it (see `_generate`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "exceeded the model's predefined maximum length" not in record.getMessage()
+
+
+logging.getLogger("transformers.generation.stopping_criteria").addFilter(_PaddedLengthFilter())
+
+
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _rows_done(width: int, budgets: list[int], device: torch.device) -> Any:
+    """A stopping criterion: row i of a batch (prompts padded to `width`) is done after `budgets[i]` new tokens."""
+    limits = torch.tensor(budgets, device=device)
+
+    def done(input_ids: torch.Tensor, scores: torch.Tensor, **_: Any) -> torch.Tensor:
+        return (input_ids.shape[1] - width) >= limits
+
+    return done
 
 
 class TransformersBackend(SwappingBackend):
@@ -48,6 +70,7 @@ class TransformersBackend(SwappingBackend):
     ) -> None:
         from engine.backends.machine import RESIDENT_MODES, serving_dtype
         from engine.backends.resident import ResidentSet
+        from engine.prompt_fit import context_limit
 
         super().__init__(start_model)
         self._checkpoints = CheckpointCache()
@@ -71,6 +94,11 @@ class TransformersBackend(SwappingBackend):
         self.tokenizer.padding_side = "left"  # decoder-only batches must be left-padded
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._max_length = context_limit(self.start_model)
+        # Rotary position embeddings (Llama, Mistral, Qwen, Gemma, Phi-3...) are computed per position, with no
+        # table to run off: rows of one batch may then stop at different lengths (see `_generate`).
+        config = self.model.config
+        self._rotary = bool(getattr(config, "rope_parameters", None) or getattr(config, "rope_theta", None))
         self._params = dict(self.model.named_parameters())
         # Tied weights (lm_head = embed_tokens) appear under one name only in a checkpoint.
         self._tied = {
@@ -143,19 +171,19 @@ class TransformersBackend(SwappingBackend):
         # The chat template already wrote any BOS it wants.
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         # A prompt past the model's context would fail deep in the model (or try to allocate its attention for a
-        # million tokens): refuse it by size first, as vLLM does with max_model_len.
-        limit = getattr(self.model.config, "max_position_embeddings", None)
+        # million tokens): refuse it by size first, as vLLM does with max_model_len (room for one reply token).
         length = int(batch["input_ids"].shape[1])
-        if limit and length > limit:
+        if length >= self.max_length:
             raise BackendError(
-                f"prompt too long: {length} tokens, more than the model's context of {limit} tokens "
-                "(max_position_embeddings)"
+                f"prompt too long: {length} tokens leave no room for a reply in the model's context of "
+                f"{self.max_length} tokens (max_position_embeddings)"
             )
         return {k: v.to(self.device) for k, v in batch.items()}
 
-    def _generate_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
+    def _generate_kwargs(self, settings: GenerationSettings, prompt_len: int) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
-            "max_new_tokens": settings.max_tokens,
+            # Prompt and reply share the context: the reply stops where it ends, as vLLM's does.
+            "max_new_tokens": min(settings.max_tokens, self.max_length - prompt_len),
             "pad_token_id": self.tokenizer.pad_token_id,
         }
         if settings.temperature > 0:
@@ -166,20 +194,40 @@ class TransformersBackend(SwappingBackend):
 
     @torch.no_grad()
     def _generate(self, prompts: list[Messages], settings: list[GenerationSettings]) -> list[str]:
+        """One batched `generate` per distinct sampling setting. With rotary positions (each row's positions
+        count from its own first token), prompts that differ only in max_tokens share a batch: each row stops at
+        its own budget, so a sweep's per-prompt budgets (cut to fit the context) cost one batch, not one each."""
+        from transformers import StoppingCriteriaList
+
         replies: list[str] = [""] * len(prompts)
         groups: dict[GenerationSettings, list[int]] = {}
         for index, s in enumerate(settings):
-            groups.setdefault(s, []).append(index)
+            groups.setdefault(replace(s, max_tokens=1) if self._rotary else s, []).append(index)
         for s, indices in groups.items():
             batch = self._encode([prompts[i] for i in indices])
+            width = int(batch["input_ids"].shape[1])
+            lengths = [int(n) for n in batch["attention_mask"].sum(dim=1)]
+            # Each row's own budget: its max_tokens, within the context its own prompt leaves.
+            budgets = [
+                min(settings[i].max_tokens, self.max_length - n)
+                for i, n in zip(indices, lengths, strict=True)
+            ]
+            kwargs = self._generate_kwargs(settings[indices[0]], width)
+            if self._rotary:
+                kwargs["max_new_tokens"] = max(budgets)
+                if len(set(budgets)) > 1:
+                    kwargs["stopping_criteria"] = StoppingCriteriaList(
+                        [_rows_done(width, budgets, self.device)]
+                    )
             torch.manual_seed(s.seed)
             try:
-                out = self.model.generate(**batch, **self._generate_kwargs(s))
+                out = self.model.generate(**batch, **kwargs)
             except Exception as exc:
                 raise BackendError(f"transformers generation failed: {exc}") from exc
-            new_tokens = out[:, batch["input_ids"].shape[1] :]
+            new_tokens = out[:, width:]
+            rows = [new_tokens[row, :budget] for row, budget in enumerate(budgets)]
             for i, text in zip(
-                indices, self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True
+                indices, self.tokenizer.batch_decode(rows, skip_special_tokens=True), strict=True
             ):
                 replies[i] = text
         return replies
@@ -201,7 +249,7 @@ class TransformersBackend(SwappingBackend):
                 with torch.no_grad():
                     self.model.generate(
                         **batch,
-                        **self._generate_kwargs(settings),
+                        **self._generate_kwargs(settings, batch["input_ids"].shape[1]),
                         streamer=streamer,
                         stopping_criteria=StoppingCriteriaList([stop_requested]),
                     )
@@ -228,8 +276,9 @@ class TransformersBackend(SwappingBackend):
     # --- raw-text scoring (lm-eval bridge) -----------------------------------------------------------------------
     @property
     def max_length(self) -> int:
-        """Tokens one sequence may hold (the model's positions)."""
-        return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        """Tokens one sequence may hold: the model's positions, capped as vLLM's max_model_len is
+        (`engine.prompt_fit.context_limit`), so both backends cut replies alike."""
+        return self._max_length
 
     @torch.no_grad()
     def _loglikelihood(self, requests: list[TokenPair], batch_size: int = 16) -> list[tuple[float, bool]]:
@@ -278,7 +327,9 @@ class TransformersBackend(SwappingBackend):
             torch.manual_seed(s.seed)
             try:
                 out = self.model.generate(
-                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **self._generate_kwargs(s)
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    **self._generate_kwargs(s, width),
                 )
             except Exception as exc:
                 raise BackendError(f"transformers generation failed: {exc}") from exc

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import os
 import re
@@ -54,15 +53,6 @@ def _has_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _max_model_len(model: Path, cap: int = 2048) -> int | None:
-    try:
-        config = json.loads((model / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    positions = config.get("max_position_embeddings")
-    return min(int(positions), cap) if positions else None
 
 
 def _sampling_params(settings: GenerationSettings) -> Any:
@@ -131,6 +121,7 @@ class VLLMBackend(SwappingBackend):
         **llm_kwargs: Any,
     ) -> None:
         from engine.backends.machine import RESIDENT_MODES, serving_dtype
+        from engine.prompt_fit import context_limit
 
         super().__init__(start_model)
         self._stream_ids = itertools.count()
@@ -153,7 +144,8 @@ class VLLMBackend(SwappingBackend):
                 "model": str(self.start_model),
                 "worker_extension_cls": WORKER_EXTENSION,
                 "seed": 0,
-                "max_model_len": _max_model_len(self.start_model),
+                # The same limit as the transformers backend and the sweep's context check (engine.prompt_fit).
+                "max_model_len": context_limit(self.start_model),
                 "trust_remote_code": False,
                 "dtype": self.dtype,
                 "tensor_parallel_size": int(tensor_parallel_size),

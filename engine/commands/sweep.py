@@ -97,7 +97,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-heuristic-point", action="store_true", help="do not add the heuristic ω as a point"
     )
     parser.add_argument(
-        "--max-tokens", type=int, default=None, help="default max new tokens (suites may override)"
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="default max new tokens (suites may override); each reply is cut to what its prompt leaves of the "
+        "model's context, and a prompt too long to leave any counts as failed (said before the sweep starts)",
     )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     parser.add_argument(
@@ -297,6 +301,9 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
         f"store {args.store}",
         file=err,
     )
+    fit_notes = prepared.fit_warnings()
+    for line in fit_notes:  # before any engine work, so a user can stop and pick other suites
+        print(f"warning: context: {line}", file=err, flush=True)
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     options = backend_options(args)
@@ -338,11 +345,15 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
             ) from exc
         finally:
             backend.close()
-        how = "engine start included" if backend.started else "every result was in the store; no engine started"
+        how = (
+            "engine start included" if backend.started else "every result was in the store; no engine started"
+        )
         print(f"sweep done in {time.perf_counter() - start:.1f}s ({how})", file=err)
         if backend.swap_path is not None:
             print(f"weight swaps: {backend.swap_path} path ({backend.swap_reason})", file=err)
         print(format_table(results, prepared.heuristic), file=out)
+        for line in fit_notes:  # again under the table: the scores above include these failures
+            print(f"warning: context: {line}", file=err)
         sweep_id = store.begin_sweep(prepared.store_spec())
         if args.csv:
             print(f"wrote {store.export_csv(sweep_id, args.csv)}", file=err)

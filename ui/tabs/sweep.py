@@ -199,17 +199,21 @@ def run(ctx: AppContext, session: Session, y_metric, inputs, progress):
     sweep_id = stable_hash(prepared.store_spec())[:16]
     session = session_for(prepared, session, sweep_id)
     total = len(prepared.points)
+    # Suites whose prompts do not all fit the model's context: said with every status, under it.
+    notes = "".join(f"\n\n⚠ context: {line}" for line in prepared.fit_warnings())
     progress((0, total), desc="starting the engine" if not ctx.engine.started else "sweeping")
-    yield sweep_outputs(session, y_metric, f"Sweeping {total} points…")
+    yield sweep_outputs(session, y_metric, f"Sweeping {total} points…{notes}")
     backend = ctx.engine.get(spec.general)
     with ctx.open_store() as store:
         for i, result in enumerate(run_sweep(prepared, backend, store)):
             session.upsert(row_from_result(result))
             progress((i + 1, total), desc=f"{result.label}" + (" (stored)" if result.cached else ""))
-            yield sweep_outputs(session, y_metric, f"{i + 1}/{total} points done (last: {result.label})")
+            yield sweep_outputs(
+                session, y_metric, f"{i + 1}/{total} points done (last: {result.label}){notes}"
+            )
     cached = sum(1 for r in session.rows if r.get("cached"))
     yield sweep_outputs(
-        session, y_metric, f"Done: {total} points ({cached} from the store) — sweep {session.sweep_id}"
+        session, y_metric, f"Done: {total} points ({cached} from the store) — sweep {session.sweep_id}{notes}"
     )
 
 
