@@ -207,8 +207,9 @@ def evaluate_suite(suite: LMEvalSuite, backend: SwappingBackend, variant: MergeC
             "log-likelihoods); run them without --workers"
         )
     lm = MergescopeLM(backend, variant)
+    suite.reseed()  # the same few-shot examples at every point
     try:
-        out = evaluate(lm, suite.task_dict, log_samples=True, bootstrap_iters=0)
+        out = evaluate(lm, suite.task_dict, limit=suite.limit, log_samples=True, bootstrap_iters=0)
     except BackendError:
         raise
     except Exception as exc:  # a task's own code (filters, metrics) failing, named with the suite

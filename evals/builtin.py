@@ -63,11 +63,14 @@ def resolve_suite_ref(ref: str | os.PathLike) -> Path:
 
 def split_suite_refs(refs: list[str | os.PathLike]) -> list[str]:
     """Suite references from the command line: each may be a comma list (`xstest,gsm8k-mini`), except an
-    existing path, which stays whole even if its name has a comma."""
+    existing path, which stays whole even if its name has a comma. The options of an lm-eval entry stay on it:
+    `xstest,lm-eval:arc_easy@fewshot=5,limit=50` is two entries."""
+    from evals.lm_eval_suite import join_option_parts
+
     out: list[str] = []
     for ref in refs:
         if Path(ref).exists():
             out.append(str(ref))
         else:
-            out += [part.strip() for part in str(ref).split(",") if part.strip()]
+            out += join_option_parts([part.strip() for part in str(ref).split(",") if part.strip()])
     return out

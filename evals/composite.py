@@ -28,8 +28,10 @@ def composite_score(parts: Sequence[Score]) -> Score:
 
 def parse_composite(text: str) -> tuple[str, list[str]]:
     """`NAME=SUITE,SUITE,...` (the CLI's --composite) -> (name, members). Raises SuiteError naming the text."""
+    from evals.lm_eval_suite import join_option_parts
+
     name, sep, rest = text.partition("=")
-    members = [m.strip() for m in rest.split(",") if m.strip()]
+    members = join_option_parts([m.strip() for m in rest.split(",") if m.strip()])
     if not sep or not name.strip() or not members:
         raise SuiteError(f"--composite {text!r}: expected NAME=SUITE,SUITE,... (suite names or aggregates)")
     return name.strip(), members

@@ -198,3 +198,87 @@ def test_sweep_runs_lm_eval_tasks_and_a_composite_on_every_point(tmp_path, demo_
         again = list(run_sweep(prepare_sweep(spec), vllm_backend, store))
     assert all(r.cached for r in again) and vllm_backend.swaps == swaps
     assert [r.aggregates() for r in again] == [r.aggregates() for r in results]
+
+
+# --- task options: lm-eval:TASK@fewshot=N,limit=N ----------------------------------------------------------------
+def test_task_options_parse_and_stay_whole_in_comma_lists():
+    from evals.builtin import split_suite_refs
+    from evals.composite import parse_composite
+    from evals.lm_eval_suite import split_options
+
+    assert split_options("lm-eval:arc_easy@fewshot=5,limit=50") == ("arc_easy", {"fewshot": 5, "limit": 50})
+    assert split_options("lm-eval:arc_easy@num_fewshot=0,limit=0.1") == (
+        "arc_easy",
+        {"fewshot": 0, "limit": 0.1},
+    )
+    assert split_options("lm-eval:/data/me@lab/task.yaml") == ("/data/me@lab/task.yaml", {})  # '@' in a path
+    entry = "lm-eval:arc_easy@fewshot=5,limit=50"
+    assert split_suite_refs([f"xstest,{entry},gsm8k-mini"]) == ["xstest", entry, "gsm8k-mini"]
+    assert parse_composite(f"avg=demo-general,{entry}") == ("avg", ["demo-general", entry])
+    for bad, needle in (
+        ("@shots=5", "unknown task option 'shots'"),
+        ("@fewshot=-1", "fewshot='-1' must be a whole number"),
+        ("@fewshot=2.5", "whole number"),
+        ("@limit=0", "limit='0' must be"),
+        ("@limit=2.5", "limit='2.5' must be"),
+        ("@limit=5,limit=6", "given twice"),
+    ):
+        with pytest.raises(SuiteError, match=needle):
+            split_options(f"lm-eval:arc_easy{bad}")
+
+
+def test_task_options_name_key_and_items(tmp_path):
+    pick = f"lm-eval:{DATA / 'demo_pick.yaml'}"
+    plain, limited, shots = (load_lm_eval_suite(pick + o) for o in ("", "@limit=5", "@fewshot=2,limit=5"))
+    assert (plain.name, limited.name) == (
+        "lm-eval:mergescope_demo_pick",
+        "lm-eval:mergescope_demo_pick@limit=5",
+    )
+    assert shots.name == "lm-eval:mergescope_demo_pick@fewshot=2,limit=5"
+    assert len({plain.key(), limited.key(), shots.key()}) == 3  # other options, other results
+    assert len(plain) == 24 and len(limited) == len(limited.items) == 5
+    assert len(load_lm_eval_suite(pick + "@limit=0.25")) == 6  # a fraction of the documents, rounded up
+    assert load_lm_eval_suite(pick + "@fewshot=2,limit=5").key() == shots.key()
+    fixed = tmp_path / "zero.yaml"
+    fixed.write_text(
+        (DATA / "demo_pick.yaml").read_text().replace("demo_pick.jsonl", str(DATA / "demo_pick.jsonl"))
+        + "num_fewshot: 0\n"
+    )
+    with pytest.raises(SuiteError, match="fixes num_fewshot: 0"):
+        load_lm_eval_suite(f"lm-eval:{fixed}@fewshot=2")
+
+
+def test_task_options_score_as_lm_eval_own_num_fewshot_and_limit(demo_family):
+    """`@fewshot=2,limit=5` through our backend gives, item by item, what lm-eval's simple_evaluate gives the `hf`
+    model with --num_fewshot 2 --limit 5 (its default few-shot seed); the same examples at every evaluation."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from engine.backends.hf_backend import TransformersBackend
+    from engine.lm_eval_model import evaluate_suite
+    from evals.lm_eval_suite import _resolve_data_files
+
+    suite = load_lm_eval_suite(f"lm-eval:{DATA / 'demo_pick.yaml'}@fewshot=2,limit=5")
+    config = load_yaml(DATA / "demo_pick.yaml")
+    _resolve_data_files(config, DATA)
+    out = lm_eval.simple_evaluate(
+        model=HFLM(pretrained=str(demo_family.general), device="cpu", batch_size=8),
+        tasks=[config],
+        num_fewshot=2,
+        limit=5,
+        log_samples=True,
+        bootstrap_iters=0,
+        task_manager=TaskManager(include_defaults=False),
+    )
+    theirs = result_from_samples(suite, out["samples"])
+    with TransformersBackend(demo_family.general, dtype="float32") as backend:  # as HFLM loads it
+        ours = evaluate_suite(suite, backend, None)
+        again = evaluate_suite(suite, backend, None)
+        zero_shot = evaluate_suite(
+            load_lm_eval_suite(f"lm-eval:{DATA / 'demo_pick.yaml'}@limit=5"), backend, None
+        )
+    _assert_same(ours, theirs, logprob_tol=1e-4)
+    assert again.replies == ours.replies
+    assert _logprobs(zero_shot) != pytest.approx(_logprobs(ours), abs=1e-3)  # the shots changed the contexts

@@ -73,8 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SUITES",
         help="built-in suite name (xstest, gsm8k, gsm8k-mini, humaneval...), suite folder, manifest, or a folder "
         "of suites; or an lm-evaluation-harness task as lm-eval:TASK "
-        "(data from the datasets cache) or lm-eval:path/to/task.yaml; comma lists and repeats add up (default: the "
-        "demo family's suites)",
+        "(data from the datasets cache) or lm-eval:path/to/task.yaml, with optional task options after '@': "
+        "lm-eval:TASK@fewshot=5,limit=50 (lm-eval's --num_fewshot and --limit; limit may be a fraction such as "
+        "0.1); comma lists and repeats add up, an entry's options stay with it (default: the demo family's suites)",
     )
     parser.add_argument(
         "--composite",
