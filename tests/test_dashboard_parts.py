@@ -4,6 +4,7 @@ imported reference CSVs, fitted axes and label placement, clickable point labels
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +134,93 @@ def test_gradio_server_variables_apply_when_flags_are_absent():
     assert server_address("127.0.0.1", 8000, env=env) == ("127.0.0.1", 8000)
     with pytest.raises(ConfigError, match="GRADIO_SERVER_PORT='eighty'"):
         server_address(None, None, env={"GRADIO_SERVER_PORT": "eighty"})
+
+
+# --- the sweep tab's lm-eval tasks and composite axes ----------------------------------------------------------------
+def _sweep_ctx(tmp_path, demo_family):
+    from ui.context import AppContext, Defaults
+    from ui.engine_holder import EngineHolder
+    from ui.paths import PathPolicy
+
+    assets = Path(__file__).resolve().parent.parent / "assets"
+    policy = PathPolicy.from_dirs([assets, tmp_path])
+    return AppContext(tmp_path / "store.db", policy, EngineHolder(None, None), Defaults(demo_family))
+
+
+def _fields(demo_family, lm_eval: str, composites: str) -> list:
+    skill, path = next(iter(demo_family.skills.items()))
+    general = str((demo_family.root / "evals" / "demo-general").resolve())
+    return [str(demo_family.base), str(demo_family.general), f"{skill}={path}", "", "task_arithmetic", "{}",
+            "0,1", False, [general], "", False, True, lm_eval, composites]  # fmt: skip
+
+
+def test_sweep_tab_builds_lm_eval_tasks_and_composites_into_the_spec(tmp_path, demo_family):
+    """The tab's lm-eval field (with options, `lm-eval:` optional, task files only inside the roots) and its
+    composite lines become the SweepSpec's suites and composites; a shared link rebuilds the same fields."""
+    import shutil
+
+    from engine.errors import MergescopeError
+    from engine.sweep import prepare_sweep
+    from ui.share import fields_from_spec
+    from ui.tabs.sweep import sweep_spec
+
+    data = Path(__file__).parent / "data" / "lm_eval"
+    for name in ("demo_pick.yaml", "demo_pick.jsonl"):
+        shutil.copy(data / name, tmp_path / name)
+    ctx = _sweep_ctx(tmp_path, demo_family)
+    task = tmp_path / "demo_pick.yaml"
+    fields = _fields(
+        demo_family,
+        f"{task}@fewshot=1,limit=6",
+        "avg=demo-general,lm-eval:mergescope_demo_pick@fewshot=1,limit=6",
+    )
+    spec = sweep_spec(ctx, *fields)
+    assert spec.suites[-1] == f"lm-eval:{task.resolve()}@fewshot=1,limit=6"
+    assert spec.composites == {"avg": ["demo-general", "lm-eval:mergescope_demo_pick@fewshot=1,limit=6"]}
+    prepared = prepare_sweep(spec)
+    assert [s.name for s in prepared.suites][-1] == "lm-eval:mergescope_demo_pick@fewshot=1,limit=6"
+    rebuilt = fields_from_spec(ctx, spec.to_dict(), [])
+    assert rebuilt[-2:] == [
+        spec.suites[-1],
+        "avg=demo-general,lm-eval:mergescope_demo_pick@fewshot=1,limit=6",
+    ]
+    assert sweep_spec(ctx, *rebuilt).to_dict() == spec.to_dict()
+    outside = Path(__file__).parent / "data" / "lm_eval" / "demo_pick.yaml"
+    for lm_eval, composites, needle in (
+        (str(outside), "", "lm-eval task file: .* outside the allowed roots"),
+        (f"{task}@shots=2", "", "unknown task option 'shots'"),
+        ("", "avg=demo-general\navg=demo-general", "defined twice"),
+        ("", "avg", "expected NAME=SUITE"),
+    ):
+        with pytest.raises(MergescopeError, match=needle):
+            sweep_spec(ctx, *_fields(demo_family, lm_eval, composites))
+    with pytest.raises(MergescopeError, match="unknown suite.*nosuch"):
+        prepare_sweep(sweep_spec(ctx, *_fields(demo_family, "", "avg=demo-general,nosuch")))
+
+
+def test_tradeoff_x_axis_offers_composites_and_suites_and_follows_the_session():
+    from ui.state import Session
+    from ui.tabs.sweep import trade_figure, x_choices, x_metric
+
+    def row(label, w, general, avg, suite):
+        agg = {"general": {"value": general, "lo": 0, "hi": 1, "n": 9}, "harmful_refusal": {"value": w, "lo": 0, "hi": 1, "n": 9},
+               "composite:avg": {"value": avg, "lo": 0, "hi": 1, "n": 9}}  # fmt: skip
+        scores = {
+            "aggregates": agg,
+            "scores": {"suites": {"demo-math": {"value": suite, "lo": 0, "hi": 1, "n": 9}}},
+        }
+        return {"label": label, "kind": "variant", "weights": [w], "scores": scores}
+
+    session = Session(
+        rows=[row("ω=0", 0.0, 0.5, 0.3, 0.1), row("ω=1", 1.0, 0.4, 0.6, 0.2)], skills=["safety"]
+    )
+    values = [v for _, v in x_choices(session)]
+    assert values[:2] == ["composite:avg", "general"] and "suite:demo-math" in values
+    session.x_metric = "composite:avg"
+    fig = trade_figure(session, "harmful_refusal")
+    curve = next(t for t in fig.data if t.name == "merge ω")
+    assert list(curve.x) == [0.3, 0.6] and fig.layout.xaxis.title.text == "avg (composite)"
+    session.x_metric = "suite:demo-math"
+    assert list(next(t for t in trade_figure(session, None).data if t.name == "merge ω").x) == [0.1, 0.2]
+    session.x_metric = "composite:gone"  # a sweep without it: back to the general score
+    assert x_metric(session) == "general"

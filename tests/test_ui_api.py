@@ -94,7 +94,7 @@ def test_compatibility_report_and_path_policy(ui):
 
 @pytest.mark.vllm
 def test_sweep_fills_plot_table_and_picker(swept, ui):
-    _, (trade, safety, _grid, table, y_axis, picked, export_variant, status) = swept
+    _, (trade, safety, _grid, table, y_axis, x_axis, picked, export_variant, status) = swept
     assert status.startswith("Done")
     curve = next(t for t in plot_traces(trade) if t["name"] == "merge ω")
     # ω = 0, the |D|/|G| heuristic, 1: one marker each
@@ -110,6 +110,38 @@ def test_sweep_fills_plot_table_and_picker(swept, ui):
     assert y_axis["value"] == ("harmful_refusal" if skill == "safety" else f"skill:{skill}")
     assert picked["value"] == [] and [c[1] for c in picked["choices"]] == labels
     assert export_variant["value"] == labels[0]
+    assert x_axis["value"] == "general" and "suite:demo-general" in [c[1] for c in x_axis["choices"]]
+
+
+@pytest.mark.vllm
+def test_sweep_with_an_lm_eval_task_and_a_composite_axis(ui):
+    """The tab's lm-eval field (a task file with options) and a composite line: every point gets the task's score
+    and the composite; the x axis offers the composite and, picked, plots it."""
+    import shutil
+
+    data = Path(__file__).parent / "data" / "lm_eval"
+    for name in ("demo_pick.yaml", "demo_pick.jsonl"):
+        shutil.copy(data / name, ui["work"] / name)
+    task = "lm-eval:mergescope_demo_pick@limit=6"
+    fields = [
+        *small_spec(ui["family"]),
+        f"{ui['work'] / 'demo_pick.yaml'}@limit=6",
+        f"avg=demo-general,{task}",
+    ]
+    c = client(ui)
+    out = c.predict(None, *fields, api_name="/sweep")
+    _trade, _safety, _grid, table, y_axis, x_axis, _picked, _export, status = out
+    assert status.startswith("Done: 3 points"), status
+    assert {"composite:avg", task, "suite:demo-general"} <= {v for _, v in x_axis["choices"]}
+    header = table["headers"]
+    rows = {r[0].rstrip(" ★"): dict(zip(header, r, strict=True)) for r in table["data"]}
+    for row in rows.values():  # the composite is the mean of its two parts, at every point
+        assert row["composite:avg"] == pytest.approx((row[task] + row["suite demo-general"]) / 2, abs=2e-3)
+    plot = c.predict("composite:avg", y_axis["value"], api_name="/x_axis")
+    curve = next(t for t in plot_traces(plot) if t["name"] == "merge ω")
+    assert json.loads(plot["plot"])["layout"]["xaxis"]["title"]["text"] == "avg (composite)"
+    want = sorted(rows[label]["composite:avg"] for label in curve["text"])
+    assert sorted(curve["x"]) == pytest.approx(want, abs=2e-3)
 
 
 @pytest.mark.vllm

@@ -36,8 +36,12 @@ def share_query(session: Session, picked: list[str] | None) -> str:
 
 def fields_from_spec(ctx: AppContext, spec: dict[str, Any], points: list[dict[str, Any]]) -> list[Any]:
     """The page's sweep fields (in `sweep.spec_inputs` order) that rebuild a stored sweep's spec."""
+    from evals.lm_eval_suite import is_lm_eval_ref
+
     family_suites = {p for _, p in ctx.defaults.suites}
-    suites = [str(s) for s in spec.get("suites") or []]
+    every = [str(s) for s in spec.get("suites") or []]
+    suites = [s for s in every if not is_lm_eval_ref(s)]
+    composites = spec.get("composites") or {}
     params = spec.get("method_params") or {}
 
     def named(mapping: dict[str, str]) -> str:
@@ -59,6 +63,8 @@ def fields_from_spec(ctx: AppContext, spec: dict[str, Any], points: list[dict[st
         "\n".join(s for s in suites if s not in family_suites),
         bool(spec.get("standard_references", True)),
         any((p.get("scores") or {}).get("heuristic") for p in points),
+        "\n".join(s for s in every if is_lm_eval_ref(s)),
+        "\n".join(f"{name}={','.join(members)}" for name, members in composites.items()),
     ]
 
 

@@ -47,6 +47,9 @@ class Session:
     imported: list[Row] = field(default_factory=list)
     browse: dict[str, str] = field(default_factory=dict)  # the behaviour browser's suite and item
     ab: dict[str, str] = field(default_factory=dict)  # the pending blind pair: a, b, prompt, reply_a, reply_b
+    x_metric: str = (
+        "general"  # the tradeoff plot's x axis (an aggregate, composite or suite: figures.axis_options)
+    )
 
     def upsert(self, row: Row) -> None:
         for i, old in enumerate(self.rows):

@@ -46,6 +46,8 @@ def sweep_spec(
     extra_suites,
     use_refs,
     heur,
+    lm_eval_text="",
+    composites_text="",
 ):
     """The page's fields (in `spec_inputs` order) as an engine `SweepSpec`, every path through the policy."""
     from engine.backends.base import GenerationSettings
@@ -68,6 +70,7 @@ def sweep_spec(
         raise ConfigError("method parameters: expected a mapping such as {density: 0.5}")
     chosen = [*(suites or []), *(line.strip() for line in (extra_suites or "").splitlines())]
     suite_paths = [str(policy.existing(s, field="eval suite")) for s in chosen if s]
+    suite_paths += lm_eval_refs(ctx, lm_eval_text)
     return SweepSpec(
         base=policy.checkpoint(base, field="base"),
         general=policy.checkpoint(general, field="general"),
@@ -82,7 +85,43 @@ def sweep_spec(
         standard_references=bool(use_refs),
         dataset_sizes=ctx.defaults.dataset_sizes,
         heuristic_point=bool(heur),
+        composites=composite_lines(composites_text),
     )
+
+
+def lm_eval_refs(ctx: AppContext, text: str | None) -> list[str]:
+    """The lm-eval field's entries (one per line or comma list, `lm-eval:` optional): `TASK`, `TASK@fewshot=5,
+    limit=50` or a task YAML inside the allowed roots (`path/task.yaml@limit=10`), as `lm-eval:` suite refs."""
+    from evals.lm_eval_suite import PREFIX, format_options, is_option_part, join_option_parts, split_options
+
+    refs = []
+    for line in (text or "").splitlines():
+        parts = [p.strip() for p in line.split(",") if p.strip()]
+        parts = [p if p.startswith(PREFIX) or is_option_part(p) else f"{PREFIX}{p}" for p in parts]
+        for entry in join_option_parts(parts):
+            if not entry.startswith(PREFIX):
+                raise ConfigError(
+                    f"lm-eval tasks: {entry!r} is not a task (expected TASK or TASK@fewshot=N,limit=N)"
+                )
+            target, options = split_options(entry)
+            if Path(target).suffix in (".yaml", ".yml"):  # a local task file: only inside the roots
+                target = str(ctx.policy.existing(target, field="lm-eval task file"))
+            refs.append(f"{PREFIX}{target}{format_options(options)}")
+    return refs
+
+
+def composite_lines(text: str | None) -> dict[str, list[str]]:
+    """The composites field: one `NAME=SUITE,SUITE,...` per line (suite names, lm-eval entries, aggregates)."""
+    from evals.composite import parse_composite
+
+    composites: dict[str, list[str]] = {}
+    for line in (text or "").splitlines():
+        if line.strip():
+            name, members = parse_composite(line.strip())
+            if name in composites:
+                raise ConfigError(f"composite axes: {name!r} is defined twice")
+            composites[name] = members
+    return composites
 
 
 # --- pure helpers ----------------------------------------------------------------------------------------------
@@ -91,9 +130,20 @@ def results_table(session: Session) -> pd.DataFrame:
     return pd.DataFrame(body, columns=header)
 
 
+def x_metric(session: Session) -> str:
+    """The session's tradeoff x axis if its rows have it, else the pooled general score."""
+    options = figures.axis_options(figures.axis_rows(session.rows))
+    return session.x_metric if session.x_metric in options else "general"
+
+
+def trade_figure(session: Session, y_metric: str | None) -> Any:
+    rows = figures.axis_rows(session.rows)
+    return figures.tradeoff_figure(rows, y_metric, imported=session.imported, x=x_metric(session))
+
+
 def session_figures(session: Session, y_metric: str | None) -> tuple[Any, Any, Any]:
     return (
-        figures.tradeoff_figure(session.rows, y_metric, imported=session.imported),
+        trade_figure(session, y_metric),
         figures.safety_figure(session.rows, imported=session.imported),
         figures.grid_heatmaps(session.rows, session.skills if len(session.skills) == 2 else ("ω1", "ω2")),
     )
@@ -122,10 +172,17 @@ def sweep_outputs(
             choices=[(figures.metric_title(c), c) for c in figures.skill_metrics(session.rows)],
             value=y_metric,
         ),
+        gr.update(choices=x_choices(session), value=x_metric(session)),
         gr.update(choices=labels, value=picked),
         gr.update(choices=labels, value=labels[0] if labels else None),
         status,
     )
+
+
+def x_choices(session: Session) -> list[tuple[str, str]]:
+    """The x axis picker: the general score, composites, the other aggregates, every suite's own score."""
+    options = figures.axis_options(figures.axis_rows(session.rows)) or ["general"]
+    return [(figures.metric_title(c), c) for c in options]
 
 
 def session_for(prepared: Any, old: Session, sweep_id: str) -> Session:
@@ -136,6 +193,7 @@ def session_for(prepared: Any, old: Session, sweep_id: str) -> Session:
         sweep_id=sweep_id,
         general=prepared.spec.general,
         imported=old.imported,
+        x_metric=old.x_metric,
     )
     session.configs = {p.label: p.config for p in prepared.points}
     return session
@@ -260,12 +318,35 @@ def layout(ctx: AppContext) -> SimpleNamespace:
             scale=1,
         )
     with gr.Row():
+        lm_eval = gr.Textbox(
+            "",  # an initial value makes the field optional for API callers (older scripts send 12 fields)
+            lines=1,
+            label="lm-evaluation-harness tasks (per line or comma list; options after @)",
+            placeholder="arc_easy@fewshot=5,limit=50  or  path/to/task.yaml",
+            elem_id="lm-eval-tasks",
+        )
+        composites = gr.Textbox(
+            "",
+            lines=1,
+            label="composite axes: NAME=SUITE,SUITE per line (the mean of those scores)",
+            placeholder="general_avg=demo-general,lm-eval:arc_easy@fewshot=5,limit=50",
+            elem_id="composites",
+        )
+    with gr.Row():
         use_refs = gr.Checkbox(True, label="evaluate reference models", elem_id="use-refs")
         heuristic = gr.Checkbox(True, label="add the |D|/|G| point", elem_id="heuristic")
         run_btn = gr.Button("Run sweep", variant="primary", elem_id="run-sweep")
         reopen_btn = gr.Button("Show stored results", elem_id="reopen")
     with gr.Row(equal_height=True):
         status = gr.Markdown(elem_id="sweep-status")
+        x_axis = gr.Dropdown(
+            [(figures.metric_title("general"), "general")],
+            value="general",
+            label="tradeoff x axis",
+            elem_id="x-metric",
+            scale=0,
+            min_width=240,
+        )
         y_metric = gr.Dropdown([], label="tradeoff y axis", elem_id="y-metric", scale=0, min_width=240)
     with gr.Row():
         trade_plot = gr.Plot(figures.tradeoff_figure([]), label="tradeoff", elem_id="tradeoff-plot")
@@ -295,6 +376,9 @@ def layout(ctx: AppContext) -> SimpleNamespace:
         grid=grid,
         suites=suites,
         extra_suites=extra_suites,
+        lm_eval=lm_eval,
+        composites=composites,
+        x_axis=x_axis,
         use_refs=use_refs,
         heuristic=heuristic,
         run_btn=run_btn,
@@ -326,6 +410,8 @@ def spec_inputs(ui: SimpleNamespace) -> list:
         s.extra_suites,
         s.use_refs,
         s.heuristic,
+        s.lm_eval,
+        s.composites,
     ]
 
 
@@ -339,6 +425,7 @@ def sweep_output_components(ui: SimpleNamespace) -> list:
         s.heat_plot,
         s.table,
         s.y_metric,
+        s.x_axis,
         ui.chat.picked,
         ui.export.label,
         s.status,
@@ -368,7 +455,11 @@ def wire(ctx: AppContext, ui: SimpleNamespace) -> None:
         return "\n".join(family_skills[:2])
 
     def redraw(session: Session, y_metric: str | None):
-        return figures.tradeoff_figure(session.rows, y_metric, imported=session.imported)
+        return trade_figure(session, y_metric)
+
+    def pick_x(session: Session, x: str | None, y_metric: str | None):
+        session.x_metric = x or "general"
+        return session, trade_figure(session, y_metric)
 
     def pick_from_table(session: Session, selected: list[str], evt: gr.SelectData):
         # The row's own label cell, not its index: the table can be sorted in the page.
@@ -392,6 +483,7 @@ def wire(ctx: AppContext, ui: SimpleNamespace) -> None:
     # `.input`, not `.change`: a sweep's own yields also set this dropdown, and a redraw fired by them could land
     # after the sweep's last plot and put an older set of points back on screen.
     s.y_metric.input(redraw, [ui.session, s.y_metric], s.trade_plot, api_name=False)
+    s.x_axis.input(pick_x, [ui.session, s.x_axis, s.y_metric], [ui.session, s.trade_plot], api_name="x_axis")
     s.table.select(pick_from_table, [ui.session, ui.chat.picked], ui.chat.picked, api_name=False)
     import_outputs = [ui.session, s.trade_plot, s.safety_plot, s.import_note]
     s.import_file.upload(
