@@ -185,7 +185,9 @@ def show_small_sweep(page, url: str, demo_family) -> None:
 
 
 def click_point(page, plot_id: str, label: str) -> None:
-    """A real mouse click on the marker of `label` (its pixel position from plotly's own axes)."""
+    """A real mouse click on the marker of `label` (its pixel position from plotly's own axes), the plot scrolled
+    into view first (a click outside the viewport lands nowhere)."""
+    page.locator(f"#{plot_id}").scroll_into_view_if_needed()
     pos = page.evaluate(
         """([id, label]) => {
             const el = document.querySelector(`#${id} .js-plotly-plot`);

@@ -339,15 +339,16 @@ def layout(ctx: AppContext) -> SimpleNamespace:
         reopen_btn = gr.Button("Show stored results", elem_id="reopen")
     with gr.Row(equal_height=True):
         status = gr.Markdown(elem_id="sweep-status")
-        x_axis = gr.Dropdown(
-            [(figures.metric_title("general"), "general")],
-            value="general",
-            label="tradeoff x axis",
-            elem_id="x-metric",
-            scale=0,
-            min_width=240,
-        )
-        y_metric = gr.Dropdown([], label="tradeoff y axis", elem_id="y-metric", scale=0, min_width=240)
+        # Each picker in its own column: side by side (adjacent form fields would be stacked in one box).
+        with gr.Column(scale=0, min_width=240):
+            x_axis = gr.Dropdown(
+                [(figures.metric_title("general"), "general")],
+                value="general",
+                label="tradeoff x axis",
+                elem_id="x-metric",
+            )
+        with gr.Column(scale=0, min_width=240):
+            y_metric = gr.Dropdown([], label="tradeoff y axis", elem_id="y-metric")
     with gr.Row():
         trade_plot = gr.Plot(figures.tradeoff_figure([]), label="tradeoff", elem_id="tradeoff-plot")
         safety_plot = gr.Plot(figures.safety_figure([]), label="over-refusal", elem_id="safety-plot")
