@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -449,14 +449,14 @@ def _plan(
     prompts: list[list[dict[str, str]]] = []
     per_prompt: list[GenerationSettings] = []
     for suite in chat:
-        # Only the prompts that fit the context, each with the reply budget that fits (engine.prompt_fit).
+        # Only the prompts that fit the context (engine.prompt_fit); each backend stops a reply where the context
+        # ends, as the fit check counted (vLLM at max_model_len, transformers row by row).
         fit = prepared.fits.get(suite.name)
-        asked = settings[suite.name]
-        budgets = fit.budgets if fit is not None else (asked.max_tokens,) * len(suite.items)
+        budgets = fit.budgets if fit is not None else (0,) * len(suite.items)
         for prompt, budget in zip(suite.prompts(), budgets, strict=True):
             if budget is not None:
                 prompts.append(prompt)
-                per_prompt.append(asked if budget == asked.max_tokens else replace(asked, max_tokens=budget))
+                per_prompt.append(settings[suite.name])
     variant = _variant(point, start_model)
     job = (variant, prompts, per_prompt) if chat else None
     return _PointPlan(stable_hash(identity)[:16], keys, results, todo, variant, job)

@@ -176,20 +176,25 @@ def test_vllm_and_transformers_cut_and_fail_the_same_items(vllm_backend, demo_fa
     assert a.per_item == b.per_item
 
 
-def test_transformers_rows_stop_at_their_own_budgets(demo_family):
-    """Prompts that differ only in max_tokens share one batch; each reply is what its budget alone gives."""
+def test_transformers_rows_stop_where_the_context_ends(demo_family):
+    """One batch of short and long prompts asking for more tokens than the 128-token context holds: each reply
+    stops where its own prompt leaves the context (as vLLM's), and is what that prompt alone gives."""
     from engine.backends import GenerationSettings
     from engine.backends.hf_backend import TransformersBackend
+    from engine.prompt_fit import load_tokenizer, prompt_lengths
 
-    prompts = [[{"role": "user", "content": text}] for text in ("count 1 2 3", "reverse: red blue", "hello")]
-    budgets = [1, 4, 9]
+    words = "red blue green pink " * 25
+    prompts = [[{"role": "user", "content": text}] for text in ("count 1 2 3", f"repeat: {words}", "hello")]
+    settings = GenerationSettings(max_tokens=500)
     backend = TransformersBackend(demo_family.general)
     try:
-        together = backend.generate(None, prompts, [GenerationSettings(max_tokens=b) for b in budgets])
-        alone = [
-            backend.generate(None, [p], GenerationSettings(max_tokens=b))[0]
-            for p, b in zip(prompts, budgets, strict=True)
-        ]
+        together = backend.generate(None, prompts, settings)
+        alone = [backend.generate(None, [p], settings)[0] for p in prompts]
     finally:
         backend.close()
     assert together == alone
+    tokenizer = load_tokenizer(demo_family.general)
+    lengths = prompt_lengths(tokenizer, prompts)
+    assert 60 < lengths[1] < 128  # the long prompt leaves a short budget
+    for n, reply in zip(lengths, together, strict=True):
+        assert n + len(tokenizer(reply, add_special_tokens=False)["input_ids"]) <= 128

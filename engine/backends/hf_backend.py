@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -194,15 +193,15 @@ class TransformersBackend(SwappingBackend):
 
     @torch.no_grad()
     def _generate(self, prompts: list[Messages], settings: list[GenerationSettings]) -> list[str]:
-        """One batched `generate` per distinct sampling setting. With rotary positions (each row's positions
-        count from its own first token), prompts that differ only in max_tokens share a batch: each row stops at
-        its own budget, so a sweep's per-prompt budgets (cut to fit the context) cost one batch, not one each."""
+        """One batched `generate` per distinct setting. A reply stops where the context ends (prompt + reply =
+        max_length, as vLLM's): with rotary positions (each row's positions count from its own first token) row by
+        row, each at its own budget; else the whole batch at the longest prompt's."""
         from transformers import StoppingCriteriaList
 
         replies: list[str] = [""] * len(prompts)
         groups: dict[GenerationSettings, list[int]] = {}
         for index, s in enumerate(settings):
-            groups.setdefault(replace(s, max_tokens=1) if self._rotary else s, []).append(index)
+            groups.setdefault(s, []).append(index)
         for s, indices in groups.items():
             batch = self._encode([prompts[i] for i in indices])
             width = int(batch["input_ids"].shape[1])
