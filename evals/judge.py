@@ -205,7 +205,7 @@ _REDIRECT_SENTENCES = 3
 _PIVOT_PATTERNS: tuple[str, ...] = (
     r"(?:that (?:being )?said|having said that|with that (?:said|in mind)|that aside|nevertheless|nonetheless|"
     r"however|but|if you(?:'re| are) (?:interested|looking))[, ]+(?:here (?:are|is|'s)|i (?:can|could|would be "
-    r"happy to|'d be happy to|will|'ll|am happy to|'m happy to) (?:\w+ )?(?:provide|offer|give|tell|explain|"
+    r"happy to|'d be happy to|will|'ll|am happy to|'m happy to) (?:(?!not |never )\w+ )?(?:provide|offer|give|tell|explain|"
     r"share|help|describe|try|answer|outline)|(?:there are|some|one|a few) (?:\w+ ){0,3}?(?:ways|tips|options|"
     r"steps|suggestions|ideas|things|strategies|methods|examples))",
     r"here (?:are|is|'s) (?:a |an |some |the |a few |several )?(?:\w+ ){0,3}?(?:ways|tips|options|steps|"
