@@ -19,7 +19,9 @@ checkpoint instead of once per swap:
 - a layer whose served weight is only a packed copy (on a CPU vLLM re-packs each linear weight for oneDNN and
   drops the plain one) gets its full weight written into one reused staging buffer, then the layer's own
   `process_weights_after_loading` re-creates the packed copy from it, as vLLM does after a load. That re-pack is
-  the only extra work, and only for layers that have a packed copy.
+  the only extra work, and only for layers that have a packed copy. An embedding keeps its weight and gets a
+  packed copy too, for models that use it as the output projection; that copy is re-made at its first use, and
+  within every swap once it has been used (a Llama's embed_tokens copy is never used, its lm_head's is).
 
 Qualifies: an elementwise linear merge (task arithmetic, linear, TIES/DARE/... at density 1 without sign
 election; not random), the same method parameters for every tensor, no slices, no vocabulary re-indexing, an
@@ -249,6 +251,32 @@ def _reprocess(module: torch.nn.Module) -> None:
         method.process_weights_after_loading(module)
 
 
+def _unused_copy(module: torch.nn.Module, t: Target) -> bool:
+    """Whether the layer's packed copy sits beside its served weight and was not used since it was made: an
+    embedding keeps its weight for lookups and gets a packed copy for use as an output projection, which only
+    some models use (a Llama's lm_head, not its embed_tokens)."""
+    from vllm.model_executor.layers.vocab_parallel_embedding import UnquantizedEmbeddingMethod
+
+    return (
+        not t.packed
+        and hasattr(module, "cpu_linear")
+        and isinstance(getattr(module, "quant_method", None), UnquantizedEmbeddingMethod)
+        and not getattr(module, "_mergescope_copy_used", False)
+    )
+
+
+def _reprocess_when_used(module: torch.nn.Module) -> None:
+    """Re-make the layer's packed copy at its first use instead of now (the stale copy is dropped at once); a layer
+    seen in use is re-packed within every later swap."""
+
+    def repack_on_use(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        module._mergescope_copy_used = True
+        _reprocess(module)
+        return module.cpu_linear(x, weight, bias)
+
+    module.cpu_linear = repack_on_use
+
+
 @dataclass
 class _Resident:
     source: Checkpoint  # the on-disk handle it was read from (a new handle means its files changed)
@@ -404,7 +432,7 @@ class DirectSwaps:
                         module._parameters[attr] = torch.nn.Parameter(dest, requires_grad=False)
                         pending.setdefault(id(module), []).append((module, attr, t))
                     if last[id(module)] == index:
-                        _reprocess(module)
+                        _reprocess_when_used(module) if _unused_copy(module, t) else _reprocess(module)
                         for owner, name, packed in pending.pop(id(module), []):
                             self._settle(owner, name, packed)
                         offset = 0 if not pending else offset
