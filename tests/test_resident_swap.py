@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from engine.backends import GenerationSettings, make_backend
+from engine.backends.machine import serving_dtype
 
 GREEDY = GenerationSettings(max_tokens=16, temperature=0.0)
 
@@ -91,7 +92,8 @@ def test_vllm_direct_swap_serves_the_exported_checkpoints_weights(vllm_backend, 
 def test_transformers_resident_swap_matches_streaming(demo_family):
     backend = make_backend(demo_family.general, kind="transformers")
     try:
-        assert backend.dtype == "float32" or backend.device.type == "cuda"
+        # The machine's choice (float32 on a CPU without native bf16, bfloat16 on a bf16-capable CPU or a GPU).
+        assert backend.dtype == serving_dtype(None, demo_family.general, device=backend.device.type)
         general, resident, streamed = _replies_both_paths(backend, demo_family)
         assert resident == streamed and resident != general
         assert backend.describe()["swap_path"] == "streaming"

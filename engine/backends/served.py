@@ -47,8 +47,9 @@ if TYPE_CHECKING:
     from engine.config import MergeConfig
     from engine.merge import MergeSetup
 
-# Elements per chunk of the fused pass: every input's chunk and the output's stay in the core's cache.
-CHUNK_ELEMENTS = 1 << 17
+# Elements per chunk of the fused pass: on a CPU every input's chunk and the output's stay in the core's cache;
+# on a GPU chunks are large (each chunk is a few kernel launches).
+CHUNK_ELEMENTS = {"cpu": 1 << 17, "cuda": 1 << 26}
 
 
 @dataclass
@@ -168,14 +169,15 @@ def write_merged(dest: torch.Tensor, base: torch.Tensor | None, inputs: list[tor
     out = dest.view(-1)
     flat_base = base.view(-1) if base is not None else None
     flat = [x.view(-1) for x in inputs]
-    for start in range(0, out.numel(), CHUNK_ELEMENTS):
-        end = min(out.numel(), start + CHUNK_ELEMENTS)
+    step = CHUNK_ELEMENTS.get(dest.device.type, CHUNK_ELEMENTS["cpu"])
+    for start in range(0, out.numel(), step):
+        end = min(out.numel(), start + step)
         merged = combine(
             flat_base[start:end] if flat_base is not None else None, [x[start:end] for x in flat]
         )
         if not all_finite(merged):
             raise MergeError(f"tensor {name}: the merge overflowed to Inf/NaN (all inputs are finite)")
-        for dtype in casts:
+        for dtype in casts if casts[-1] != dest.dtype else casts[:-1]:  # the copy into dest casts last
             if merged.dtype != dtype:
                 merged = merged.to(dtype)
         out[start:end].copy_(merged)
