@@ -412,33 +412,41 @@ class DirectSwaps:
         pending: dict[int, list[tuple[torch.nn.Module, str, Target]]] = {}
         offset = 0  # into the staging buffer: a layer's packed weights side by side until it is re-packed
         pack_s = 0.0
-        with torch.no_grad():
-            for index, t in enumerate(targets):
-                if t.packed:
-                    nbytes = t.numel * t.dtype.itemsize
-                    dest = self._staging_view(offset, nbytes).view(t.dtype).view(t.shape)
-                    offset += nbytes
-                else:
-                    dest = t.param.data
-                write_merged(
-                    dest,
-                    self._resident[base].tensors[t.name] if base is not None else None,
-                    [self._resident[ref].tensors[t.name] for ref in inputs],
-                    combine,
-                    (out_dtype, t.dtype),
-                    t.name,
-                )
-                begin = time.perf_counter()
-                for module, attr in t.owners:
+        try:
+            with torch.no_grad():
+                for index, t in enumerate(targets):
                     if t.packed:
-                        module._parameters[attr] = torch.nn.Parameter(dest, requires_grad=False)
-                        pending.setdefault(id(module), []).append((module, attr, t))
-                    if last[id(module)] == index:
-                        _reprocess_when_used(module) if _unused_copy(module, t) else _reprocess(module)
-                        for owner, name, packed in pending.pop(id(module), []):
-                            self._settle(owner, name, packed)
-                        offset = 0 if not pending else offset
-                pack_s += time.perf_counter() - begin
+                        nbytes = t.numel * t.dtype.itemsize
+                        dest = self._staging_view(offset, nbytes).view(t.dtype).view(t.shape)
+                        offset += nbytes
+                    else:
+                        dest = t.param.data
+                    write_merged(
+                        dest,
+                        self._resident[base].tensors[t.name] if base is not None else None,
+                        [self._resident[ref].tensors[t.name] for ref in inputs],
+                        combine,
+                        (out_dtype, t.dtype),
+                        t.name,
+                    )
+                    begin = time.perf_counter()
+                    for module, attr in t.owners:
+                        if t.packed:
+                            module._parameters[attr] = torch.nn.Parameter(dest, requires_grad=False)
+                            pending.setdefault(id(module), []).append((module, attr, t))
+                        if last[id(module)] == index:
+                            _reprocess_when_used(module) if _unused_copy(module, t) else _reprocess(module)
+                            for owner, name, packed in pending.pop(id(module), []):
+                                self._settle(owner, name, packed)
+                            offset = 0 if not pending else offset
+                    pack_s += time.perf_counter() - begin
+        except BaseException:
+            # A failed swap leaves no staging buffer as a layer's weight (the served weights are unknown until the
+            # next swap rewrites them all; the backend forces that).
+            for entries in pending.values():
+                for module, attr, t in entries:
+                    module._parameters[attr] = t.param
+            raise
         return pack_s
 
     def _staging_view(self, offset: int, nbytes: int) -> torch.Tensor:
