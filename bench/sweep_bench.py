@@ -10,8 +10,9 @@ written to a temporary folder and swept with `--prompts` prompts of the demo gen
 row per size: engine start, swap (first: reads the resident inputs; then the median), the bandwidth bound (writing
 the served weights once, measured in the engine's worker in the same run), the restart a sweep without swaps pays
 per point (write the merged checkpoint + start an engine on it), generate and score per point, peak RSS, and how
-many replies differ between the swapped engine and the fresh one (must be 0). The synthetic shape (hidden 1024,
-vocab 32000) makes ~314 MB the smallest size; smaller requests give that.
+many replies differ between the swapped engine and the fresh one (must be 0). The synthetic shape scales with the
+size (`engine.synthetic.config_for_size`: vocab 1024..32000, hidden 64..4096, the MLP width fitted), so a row's
+checkpoint is within a few percent of the size asked for; the table shows both.
 
 Swap path: one engine started on the general model; an N-point ω sweep (0..1) over all the family's suites, every
 prompt of every suite in one batched call per point, each point swapped in place; time per point split into
@@ -189,7 +190,12 @@ def one_size(size: int, args: argparse.Namespace) -> dict:
     options = {"dtype": args.dtype}
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
         t0 = time.perf_counter()
-        paths = write_family(Path(tmp), config_for_size(size), names=("base", "general", "skill"))
+        config = config_for_size(size)
+        shape = (
+            f"h{config['hidden_size']} x{config['num_hidden_layers']} v{config['vocab_size']} "
+            f"i{config['intermediate_size']}"
+        )
+        paths = write_family(Path(tmp), config, names=("base", "general", "skill"))
         build_s = time.perf_counter() - t0
         nbytes = sum(f.stat().st_size for f in paths["general"].glob("*.safetensors"))
         spec = SweepSpec(
@@ -201,7 +207,11 @@ def one_size(size: int, args: argparse.Namespace) -> dict:
             standard_references=False,
             heuristic_point=False,
         )
-        print(f"size {nbytes / 1e6:.0f} MB: family written in {build_s:.1f}s; swap path ...", flush=True)
+        print(
+            f"size {nbytes / 1e6:.0f} MB (asked {size / 1e6:.0f} MB; {shape}): family written in {build_s:.1f}s; "
+            "swap path ...",
+            flush=True,
+        )
         swap = swap_path(spec, args.backend, options)
         naive = naive_path(swap["prepared"], args.backend, 1, options)
         differ = sum(
@@ -212,7 +222,9 @@ def one_size(size: int, args: argparse.Namespace) -> dict:
     usage_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     usage_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {
+        "requested_bytes": size,
         "size_bytes": nbytes,
+        "shape": shape,
         "backend": swap["backend"],
         "dtype": swap["dtype"],
         "swap_path": swap["swap_path"],
@@ -240,8 +252,8 @@ def one_size(size: int, args: argparse.Namespace) -> dict:
 
 def sizes_table(rows: list[dict]) -> str:
     header = (
-        "size", "path", "engine start", "swap (1st)", "swap", "write + re-pack", "bound", "swap/bound", "restart",
-        "restart/swap",
+        "size (asked)", "shape", "path", "engine start", "swap (1st)", "swap", "write + re-pack", "bound",
+        "swap/bound", "restart", "restart/swap",
         "generate", "score", "peak RSS drv/eng", "replies differ",
     )  # fmt: skip
     lines = [header]
@@ -249,7 +261,8 @@ def sizes_table(rows: list[dict]) -> str:
         ratio = r["swap_s"] / r["bound_s"] if r["bound_s"] else float("nan")
         lines.append(
             (
-                f"{r['size_bytes'] / 1e6:.0f} MB",
+                f"{r['size_bytes'] / 1e6:.0f} MB ({r['requested_bytes'] / 1e6:.0f} MB)",
+                r["shape"],
                 f"{r['swap_path']} ({r['dtype']})",
                 f"{r['engine_start_s']:.1f} s",
                 f"{r['first_swap_s']:.2f} s",
