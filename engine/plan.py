@@ -165,9 +165,19 @@ def plan_slices(config: MergeConfig, ckpts: Mapping[str, Checkpoint]) -> list[Te
     return plans
 
 
+def schedule_order(plans: list[TensorPlan]) -> list[TensorPlan]:
+    """The plans in the order mergekit 0.1.5 merges them: its executor runs tasks sorted by group label, a merge's
+    label being the largest of its input tensor names (for a `models:` config, the tensor's own name). A random
+    method's masks come from one stream drawn in this order, so ours must follow it. Equal labels (slices reading
+    one input layer twice) keep the plan's order."""
+    return sorted(plans, key=lambda plan: max(name for _, name in plan.sources))
+
+
 def output_layers(config: MergeConfig) -> int | None:
     """The output's layer count: the sum of the slices' lengths (None for a `models:` config)."""
     return sum(piece.num_layers for piece in config.slices) if config.slices else None
 
 
-__all__ = ["TensorPlan", "layer_position", "output_layers", "plan_models", "plan_slices", "split_block"]
+__all__ = [
+    "TensorPlan", "layer_position", "output_layers", "plan_models", "plan_slices", "schedule_order", "split_block",
+]  # fmt: skip
