@@ -78,7 +78,8 @@ models:
     parameters:
       scale: [{filter: mlp, value: 0.25}, {value: 1.0}]
 """,
-    # A random method over slices: the masks are drawn in mergekit's order (by input tensor name), from its seed.
+    # A random method over slices: the masks are drawn in mergekit's order (by the largest input tensor name; no
+    # two outputs here share one), from its seed.
     "slices_dare_ties": """
 merge_method: dare_ties
 base_model: BASE
@@ -88,8 +89,8 @@ slices:
       - {model: A, layer_range: [0, 2], parameters: {weight: 0.7, density: 0.4}}
       - {model: B, layer_range: [1, 3], parameters: {weight: [0.2, 0.6], density: 0.8}}
   - sources:
-      - {model: BASE, layer_range: [2, 3]}
-      - {model: C, layer_range: [2, 3], parameters: {weight: 1.0, density: 0.5}}
+      - {model: BASE, layer_range: [0, 1]}
+      - {model: C, layer_range: [0, 1], parameters: {weight: 1.0, density: 0.5}}
 """,
 }
 # Every slices config again in half precision (mergekit computes in `dtype`): within one rounding step.
@@ -363,3 +364,43 @@ def test_tied_embeddings_stay_tied_when_aligned(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert "lm_head.weight" not in ckpt.tensor_names() and config["tie_word_embeddings"] is True
     assert ckpt.info("model.embed_tokens.weight").shape[0] == config["vocab_size"] == len(_vocab(out))
+
+
+def _resave_sorted(folder: Path) -> None:
+    """Rewrite a checkpoint as `save_pretrained` does: the header sorted, so lm_head is listed before the layers."""
+    from safetensors.torch import load_file, save_file
+
+    for file in folder.glob("*.safetensors"):
+        save_file(load_file(file), file, metadata={"format": "pt"})
+
+
+def test_head_from_a_later_slice_matches_mergekit(tmp_path):
+    """The final norm and lm_head come from the last slice's sources, whatever the file order, even when the first
+    slice's model is tied (has no lm_head): mergekit's tensors, and config.json unties so loaders keep the head."""
+    tied = write_family_member(tmp_path / "t", llama_config(num_hidden_layers=3, tie_word_embeddings=True), variant=1)
+    b = write_family_member(tmp_path / "b", llama_config(num_hidden_layers=3), variant=2)
+    _resave_sorted(b)
+    assert open_checkpoint(b).tensor_names()[0] == "lm_head.weight"
+    yml = tmp_path / "c.yml"
+    yml.write_text(f"merge_method: passthrough\nslices:\n  - sources: [{{model: {tied}, layer_range: [0, 2]}}]\n"
+                   f"  - sources: [{{model: {b}, layer_range: [1, 3]}}]\n")  # fmt: skip
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    assert cli_main(["merge", str(yml), "--out", str(ours), "--quiet"]) == 0
+    assert run_mergekit([(yml, theirs, False)])[str(theirs)] is None
+    assert _compare_plain(ours, theirs) == len(open_checkpoint(theirs).tensor_names())
+    assert torch.equal(open_checkpoint(ours).get("lm_head.weight"), open_checkpoint(b).get("lm_head.weight"))
+    assert json.loads((ours / "config.json").read_text())["tie_word_embeddings"] is False
+
+
+def test_a_tensor_slices_leave_out_is_named(tmp_path, capsys):
+    """The first slice's lm_head has no place when the last slice's model is tied: mergekit drops it silently,
+    we write the same tensors and say which one was left out."""
+    a = write_family_member(tmp_path / "a", llama_config(num_hidden_layers=2), variant=1)
+    tied = write_family_member(tmp_path / "t", llama_config(num_hidden_layers=2, tie_word_embeddings=True), variant=2)
+    yml = tmp_path / "c.yml"
+    yml.write_text(f"merge_method: passthrough\nslices:\n  - sources: [{{model: {a}, layer_range: [0, 1]}}]\n"
+                   f"  - sources: [{{model: {tied}, layer_range: [1, 2]}}]\n")  # fmt: skip
+    assert cli_main(["merge", str(yml), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: tensor lm_head.weight of {a} is not written" in err, err
+    assert "lm_head.weight" not in open_checkpoint(tmp_path / "out").tensor_names()
