@@ -299,3 +299,32 @@ def test_streamed_form_equals_whole_tensor_form(method):
     streamed = torch.cat(list(m.stream(read_chunks, base.numel(), mp, params)))
     assert torch.allclose(streamed, whole, atol=1e-5), (streamed - whole).abs().max()
     assert not torch.allclose(whole, base)
+
+
+@pytest.mark.parametrize("density, splits", [(0.3, False), (0.5, True)])
+def test_sce_streamed_weights_with_tied_variances(density, splits):
+    """SCE's streamed form sums the weights' squares during its second counting pass; with many equal variances
+    (quantized deltas: ties at the threshold, kept in index order) it still gives the top-k selection's merge."""
+    from engine.methods.sce import _combine, _count, _variance, _weights
+
+    gen = torch.Generator().manual_seed(5)
+    base = torch.randn(60, 16, generator=gen)
+    tensors = [base + 0.25 * torch.randint(-2, 3, (60, 16), generator=gen).float() for _ in range(3)]
+    m = METHODS["sce"]
+
+    def read_chunks():
+        for start in range(0, 60, 7):
+            yield base[start : start + 7], [t[start : start + 7] for t in tensors]
+
+    streamed = torch.cat(list(m.stream(read_chunks, base.numel(), [{}] * 3, {"select_topk": density})))
+    deltas = torch.stack([t - base for t in tensors])
+    variance = _variance(deltas).reshape(-1)
+    k = _count(torch.count_nonzero(variance), density)
+    order = torch.sort(variance, descending=True, stable=True).indices  # ties in index order
+    # 0.5: the threshold splits a run of equal variances (the weights take a pass of their own); 0.3: it does not
+    assert bool(variance[order[k - 1]] == variance[order[k]]) == splits
+    keep = torch.zeros(variance.numel())
+    keep[order[:k]] = 1
+    deltas = deltas * keep.reshape(base.shape)
+    weights = _weights(deltas.double().square().reshape(3, -1).sum(dim=1) / base.numel())
+    assert torch.allclose(streamed, _combine(base, deltas, weights), atol=1e-6)

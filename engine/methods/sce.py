@@ -3,7 +3,8 @@ the nonzero variances), Calculate per-model weights from the deltas' mean square
 disagrees with the weighted-sum election, and average the rest with those weights.
 
 Whole-tensor figures (the variance top-k, the mean squares) make the streamed form multi-pass: two counting passes
-settle the variance threshold exactly (`TopK`), one sums each model's squares, the last merges.
+settle the variance threshold exactly (`TopK`), the second summing each model's squares over the selection too;
+the last merges.
 """
 
 from __future__ import annotations
@@ -74,6 +75,32 @@ def merge(
     return _combine(base, deltas, _weights(mean_squares))
 
 
+def _square_sums(selector: TopK, variance: torch.Tensor, deltas: torch.Tensor, sums: list[torch.Tensor]) -> None:
+    """During the second counting pass: each model's summed squared deltas over the entries already known to be
+    selected (variance bucket above the threshold's), and per low-bits value inside the threshold's bucket."""
+    bits = TopK.bits(variance)
+    high = bits >> 16
+    squares = deltas.double().square().reshape(len(deltas), -1)
+    above, inside = sums
+    above += squares[:, high > selector.bucket].sum(dim=1).cpu()
+    edge = high == selector.bucket
+    low = bits[edge] & 0xFFFF
+    for i, row in enumerate(squares[:, edge]):
+        inside[i] += torch.bincount(low, weights=row, minlength=1 << 16).cpu()
+
+
+def _selected_squares(selector: TopK, sums: list[torch.Tensor]) -> torch.Tensor | None:
+    """The selected entries' summed squares per model, from `_square_sums` once the threshold is settled; None
+    when only some of the entries equal to the threshold are kept (which ones takes a pass of its own)."""
+    above, inside = sums
+    low = selector.threshold & 0xFFFF
+    total = above + inside[:, low + 1 :].sum(dim=1)
+    at = int(selector.low[low])
+    if selector.ties_settled == at:
+        return total + inside[:, low]
+    return total if selector.ties_settled == 0 else None
+
+
 def stream(
     read_chunks: ReadChunks,
     numel: int,
@@ -81,8 +108,12 @@ def stream(
     params: dict[str, Any],
     generator: torch.Generator | None = None,
 ) -> Iterator[torch.Tensor]:
+    """Pass 1 counts the variances' high bits (and the nonzero ones, for k), pass 2 their low bits within the
+    threshold's bucket and, with them, each model's squared deltas over the selection (so the weights need no pass
+    of their own), pass 3 merges."""
     density = float(params["select_topk"])
     selector = None
+    squares = None
     if 0 < density < 1:
         selector = TopK(numel, k=numel)  # k is set once the nonzero variances are counted
         nonzero = 0
@@ -93,9 +124,17 @@ def stream(
         selector.set_count(_count(torch.tensor(nonzero), density))
         if not selector.trivial:
             selector.settle_high()
+            sums = None
             for base, tensors in read_chunks():
-                selector.feed_low(_variance(_deltas(base, tensors)))
+                deltas = _deltas(base, tensors)
+                variance = _variance(deltas)
+                selector.feed_low(variance)
+                if sums is None:
+                    sums = [torch.zeros(len(deltas), dtype=torch.float64),
+                            torch.zeros(len(deltas), 1 << 16, dtype=torch.float64)]  # fmt: skip
+                _square_sums(selector, variance, deltas, sums)
             selector.settle_low()
+            squares = _selected_squares(selector, sums)
 
     def selected() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if selector is not None:
@@ -106,8 +145,11 @@ def stream(
                 deltas = deltas * (selector.mask(_variance(deltas)) if selector else 0)
             yield base, deltas
 
-    sums = chunk_stats(selected, lambda base, deltas: deltas.double().square().reshape(len(deltas), -1).sum(dim=1).cpu())
-    weights = _weights(sums / numel)
+    if squares is None:
+        squares = chunk_stats(
+            selected, lambda base, deltas: deltas.double().square().reshape(len(deltas), -1).sum(dim=1).cpu()
+        )
+    weights = _weights(squares / numel)
     for base, deltas in selected():
         yield _combine(base, deltas, weights)
 
