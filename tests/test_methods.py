@@ -328,3 +328,17 @@ def test_sce_streamed_weights_with_tied_variances(density, splits):
     deltas = deltas * keep.reshape(base.shape)
     weights = _weights(deltas.double().square().reshape(3, -1).sum(dim=1) / base.numel())
     assert torch.allclose(streamed, _combine(base, deltas, weights), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(7,), (5, 9), (3, 6, 4)])
+def test_della_ranks_are_mergekits(shape):
+    """DELLA's keep probabilities from mergekit's ranks (argsort of the argsort along dim 1), drawn alike."""
+    from engine.methods._task_vectors import keep_ranked
+
+    delta = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    rows = delta if delta.dim() >= 2 else delta.unsqueeze(0)
+    ranks = torch.argsort(rows.abs(), dim=1).argsort(dim=1).float() + 1
+    lo, hi = ranks.min(dim=1, keepdim=True).values, ranks.max(dim=1, keepdim=True).values
+    probs = 0.3 + ((ranks - lo) / (hi - lo)).clamp(0, 1) * 2 * 0.2
+    want = torch.bernoulli(probs, generator=torch.Generator().manual_seed(1)).reshape(shape)
+    assert torch.equal(keep_ranked(delta, 0.5, 0.2, generator=torch.Generator().manual_seed(1)), want)

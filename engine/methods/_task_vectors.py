@@ -245,7 +245,11 @@ def keep_ranked(
         raise ValueError(f"epsilon {epsilon} must keep density ± epsilon inside (0, 1) (density {density})")
     work = work_dtype(delta.dtype, delta.device)
     rows = delta if delta.dim() >= 2 else delta.unsqueeze(0)
-    ranks = torch.argsort(rows.abs(), dim=1, descending=False).argsort(dim=1).to(work) + 1
+    # mergekit's ranks are argsort(argsort(|delta|)): the second is the first's inverse permutation, a scatter.
+    order = torch.argsort(rows.abs(), dim=1, descending=False)
+    shape = (1, rows.shape[1], *[1] * (rows.dim() - 2))
+    positions = torch.arange(rows.shape[1], device=rows.device).view(shape).expand_as(order)
+    ranks = torch.empty_like(order).scatter_(1, order, positions).to(work) + 1
     lo = ranks.min(dim=1, keepdim=True).values
     hi = ranks.max(dim=1, keepdim=True).values
     position = ((ranks - lo) / (hi - lo)).clamp(0, 1)
