@@ -26,9 +26,10 @@ class DroppedTensorWarning(MergescopeWarning):
     """A tensor of an input that the output does not get (slices read only some of each model)."""
 
 
+# Input embeddings (Llama's embed_tokens, GPT-2's wte/wpe, BERT-style word_embeddings): before the layers.
+_EMBEDDING_RE = re.compile(r"(?:^|\.)(?:embed_tokens|embeddings?|wte|wpe|word_embeddings)(?:\.|$)")
 # A transformer block's tensors: `<prefix>layers.<i>.<rest>` (Llama family, Gemma, Phi-3, Mixtral, LLaVA's
 # language model) or `<prefix>h.<i>.<rest>` (GPT-2).
-_EMBEDDING_RE = re.compile(r"(?:^|\.)(?:embed_tokens|embeddings?|wte|wpe|word_embeddings)(?:\.|$)")
 _BLOCK_RE = re.compile(r"^(.*?(?:^|\.)(?:layers|h)\.)(\d+)\.(.+)$")
 
 

@@ -301,11 +301,16 @@ def test_streamed_form_equals_whole_tensor_form(method):
     assert not torch.allclose(whole, base)
 
 
-@pytest.mark.parametrize("density, splits", [(0.3, False), (0.5, True)])
-def test_sce_streamed_weights_with_tied_variances(density, splits):
+@pytest.mark.parametrize("density, splits, edge", [(0.3, False, None), (0.5, True, None), (0.5, True, 0)])
+def test_sce_streamed_weights_with_tied_variances(density, splits, edge, monkeypatch):
     """SCE's streamed form sums the weights' squares during its second counting pass; with many equal variances
-    (quantized deltas: ties at the threshold, kept in index order) it still gives the top-k selection's merge."""
+    (quantized deltas: ties at the threshold, kept in index order) it still gives the top-k selection's merge,
+    also when the threshold's bucket holds more entries than it keeps aside (`edge` 0: a pass of their own)."""
+    import engine.methods.sce as sce
     from engine.methods.sce import _combine, _count, _variance, _weights
+
+    if edge is not None:
+        monkeypatch.setattr(sce, "EDGE_ENTRIES", edge)
 
     gen = torch.Generator().manual_seed(5)
     base = torch.randn(60, 16, generator=gen)
@@ -321,7 +326,7 @@ def test_sce_streamed_weights_with_tied_variances(density, splits):
     variance = _variance(deltas).reshape(-1)
     k = _count(torch.count_nonzero(variance), density)
     order = torch.sort(variance, descending=True, stable=True).indices  # ties in index order
-    # 0.5: the threshold splits a run of equal variances (the weights take a pass of their own); 0.3: it does not
+    # 0.5: the threshold splits a run of equal variances (the first ones in index order are kept); 0.3: it does not
     assert bool(variance[order[k - 1]] == variance[order[k]]) == splits
     keep = torch.zeros(variance.numel())
     keep[order[:k]] = 1

@@ -3,7 +3,8 @@
 named chat templates: the same YAML through mergekit and `mergescope merge`, outputs compared.
 
 Token-indexed tensors are compared by token string (mergekit orders a union's added tokens by a set's iteration
-order, so ids may differ between its runs); everything else tensor by tensor (max relative difference 1e-5).
+order, so ids may differ between its runs); everything else tensor by tensor (max relative difference 1e-5; the
+float16/bfloat16 slices configs within one rounding step). A random method over slices runs with mergekit's seed.
 """
 
 from __future__ import annotations

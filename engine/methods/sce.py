@@ -75,30 +75,44 @@ def merge(
     return _combine(base, deltas, _weights(mean_squares))
 
 
-def _square_sums(selector: TopK, variance: torch.Tensor, deltas: torch.Tensor, sums: list[torch.Tensor]) -> None:
-    """During the second counting pass: each model's summed squared deltas over the entries already known to be
-    selected (variance bucket above the threshold's), and per low-bits value inside the threshold's bucket."""
-    bits = TopK.bits(variance)
-    high = bits >> 16
-    squares = deltas.double().square().reshape(len(deltas), -1)
-    above, inside = sums
-    above += squares[:, high > selector.bucket].sum(dim=1).cpu()
-    edge = high == selector.bucket
-    low = bits[edge] & 0xFFFF
-    for i, row in enumerate(squares[:, edge]):
-        inside[i] += torch.bincount(low, weights=row, minlength=1 << 16).cpu()
+# How many entries of the threshold's bucket the second counting pass keeps aside (index order, low bits and
+# squared deltas) to settle the weights without a pass of their own; beyond it, the weights take their pass.
+EDGE_ENTRIES = 1 << 20
 
 
-def _selected_squares(selector: TopK, sums: list[torch.Tensor]) -> torch.Tensor | None:
-    """The selected entries' summed squares per model, from `_square_sums` once the threshold is settled; None
-    when only some of the entries equal to the threshold are kept (which ones takes a pass of its own)."""
-    above, inside = sums
-    low = selector.threshold & 0xFFFF
-    total = above + inside[:, low + 1 :].sum(dim=1)
-    at = int(selector.low[low])
-    if selector.ties_settled == at:
-        return total + inside[:, low]
-    return total if selector.ties_settled == 0 else None
+class _Squares:
+    """Each model's squared deltas summed over the selection, gathered during the second counting pass: the
+    entries above the threshold's bucket are selected whatever the threshold, and those inside it are kept aside
+    until it is settled (the ones equal to it are selected first in index order, as `TopK.mask` selects them)."""
+
+    def __init__(self, selector: TopK) -> None:
+        self.selector = selector
+        self.above: torch.Tensor | None = None
+        self.low: list[torch.Tensor] = []
+        self.squares: list[torch.Tensor] = []
+        self.kept = 0
+
+    def feed(self, variance: torch.Tensor, deltas: torch.Tensor) -> None:
+        bits = TopK.bits(variance)
+        high = bits >> 16
+        squares = deltas.double().square().reshape(len(deltas), -1)
+        above = torch.where(high > self.selector.bucket, squares, 0).sum(dim=1).cpu()
+        self.above = above if self.above is None else self.above + above
+        if self.kept > EDGE_ENTRIES:
+            return
+        edge = high == self.selector.bucket
+        self.low.append((bits[edge] & 0xFFFF).cpu())
+        self.squares.append(squares[:, edge].cpu())
+        self.kept += len(self.low[-1])
+
+    def total(self) -> torch.Tensor | None:
+        """After `settle_low`: the summed squares per model (None when too many entries shared the bucket)."""
+        if self.kept > EDGE_ENTRIES or self.above is None:
+            return None
+        low, squares = torch.cat(self.low), torch.cat(self.squares, dim=1)
+        threshold = self.selector.threshold & 0xFFFF
+        ties = (low == threshold).nonzero().flatten()[: self.selector.ties_settled]
+        return self.above + squares[:, low > threshold].sum(dim=1) + squares[:, ties].sum(dim=1)
 
 
 def stream(
@@ -124,17 +138,14 @@ def stream(
         selector.set_count(_count(torch.tensor(nonzero), density))
         if not selector.trivial:
             selector.settle_high()
-            sums = None
+            gathered = _Squares(selector)
             for base, tensors in read_chunks():
                 deltas = _deltas(base, tensors)
                 variance = _variance(deltas)
                 selector.feed_low(variance)
-                if sums is None:
-                    sums = [torch.zeros(len(deltas), dtype=torch.float64),
-                            torch.zeros(len(deltas), 1 << 16, dtype=torch.float64)]  # fmt: skip
-                _square_sums(selector, variance, deltas, sums)
+                gathered.feed(variance, deltas)
             selector.settle_low()
-            squares = _selected_squares(selector, sums)
+            squares = gathered.total()
 
     def selected() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if selector is not None:
