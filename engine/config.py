@@ -476,6 +476,12 @@ def _same_model(a: str, b: str) -> bool:
 def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping at the top level")
+    if data.get("modules") is not None:
+        raise ConfigError(
+            f"{source}: modules: mergekit's per-module form (one `slices:` or `models:` list per module of a "
+            "multi-module model, e.g. a VLM's text decoder and vision tower) is not supported; use top-level "
+            "'models:' to merge every tensor of every module, or 'slices:' for a model with one layer stack"
+        )
     unknown = set(data) - _TOP_LEVEL_KEYS
     if unknown:
         raise ConfigError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}")

@@ -137,7 +137,7 @@ def _record_chunked_merges(monkeypatch) -> list[str]:
         "merge_method: breadcrumbs\nbase_model: {base}\nmodels:\n  - {{model: {general}, parameters: "
         "{{weight: 1, density: 0.6, gamma: 0.05}}}}\n  - {{model: {skill}, parameters: {{weight: 0.6, density: 0.3}}}}\n",
         "merge_method: dare_ties\nbase_model: {base}\nmodels:\n  - {{model: {general}, parameters: "
-        "{{weight: 1, density: 0.5}}}}\n  - {{model: {skill}, parameters: {{weight: 0.6}}}}\n"
+        "{{weight: 1, density: 0.5}}}}\n  - {{model: {skill}, parameters: {{weight: 0.6, density: 0.7}}}}\n"
         "parameters: {{rescale: false}}\n",  # DARE without the rescale: no second pass, still chunked
         "merge_method: breadcrumbs\nbase_model: {base}\nmodels:\n  - {{model: {general}, parameters: "
         "{{weight: 1, density: 0.6, gamma: 0.05}}}}\nparameters: {{rescale: true}}\n",
@@ -154,19 +154,19 @@ def test_chunked_merge_equals_whole_tensor_merge(family, monkeypatch, tmp_path, 
     calls = _record_chunked_merges(monkeypatch)
     chunked = dict(merge_tensors(config))
     assert "model.embed_tokens.weight" in calls and "model.norm.weight" not in calls
-    # A random drop draws its masks chunk by chunk, so other draws than over the whole tensor: compare the rest.
-    random = config.merge_method.startswith("dare")
-    # slerp's and Model Stock's dot products and the L1 rescale's sums are summed chunk by chunk: equal up to that
-    # summation order.
+    # slerp's and Model Stock's dot products and the L1 rescale's sums (a random drop rescales by default) are
+    # summed chunk by chunk: equal up to that summation order. A random drop draws the whole tensor's masks chunk
+    # by chunk, each model's from where the earlier models' end: without the rescale, bit-identical.
     summed = (
         config.merge_method == "slerp"
         or (config.merge_method == "model_stock" and not config.parameters.get("filter_wise"))
         or bool(config.parameters.get("rescale"))
+        or (config.method.random and config.parameters.get("rescale", True))
     )
     for name, tensor in whole.items():
         if summed:
             torch.testing.assert_close(chunked[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
-        elif not (random and name in calls):
+        else:
             assert torch.equal(tensor, chunked[name]), name
     # the exporter writes the chunks as they come: same tensors on disk
     calls.clear()

@@ -30,6 +30,8 @@ BAD = {
     "models: [{model: A, parameters: {weight: 1}}]\nmerge_method: linear\ntokenizer: {pad_to_multiple_of: 0}":
         "pad_to_multiple_of",
     "models: [{model: A}, {model: B}]\nmerge_method: passthrough": "exactly one model",
+    "merge_method: linear\nmodules:\n  text_decoder:\n    models: [{model: A, parameters: {weight: 1}}]\n":
+        "modules: mergekit's per-module form",
 }  # fmt: skip
 
 

@@ -62,7 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept .bin/.pt pickle checkpoints (loaded with torch.load(weights_only=True))",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random methods (DARE, DELLA)")
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="seed of the random methods (DARE, DELLA); the same N as mergekit's --random-seed draws its masks",
+    )  # fmt: skip
     parser.add_argument(
         "--threads",
         type=int,
