@@ -206,8 +206,9 @@ def test_parameter_resolution_follows_mergekit():
     ],
 )
 def test_config_errors_name_the_field(text, field):
+    # strict: keys mergekit ignores (`wieght`, `extra`, `bogus`) are refused too, not only warned about
     with pytest.raises(ConfigError, match=field):
-        load_config(text)
+        load_config(text, strict=True)
 
 
 def test_missing_required_weight_names_model_and_tensor():
