@@ -162,12 +162,13 @@ def all_finite(tensor: torch.Tensor) -> bool:
 # Row-chunk size (bytes per input, in the compute dtype) for elementwise merges of large tensors: small enough
 # that a chunk of every input stays in the CPU cache while it is combined, large enough for efficient reads.
 CHUNK_BYTES = 2 * 2**20
-# Methods with whole-tensor statistics (norms, angles, top-k, L1 sums) merge a tensor whole, with mergekit's own
-# arithmetic and roundings (bit-identical in half precision too), while each input fits this many bytes in the
-# compute dtype; only larger tensors take the multi-pass row-chunk form, whose statistics are summed chunk by
-# chunk (equal up to that summation order). 1 GiB holds a 7B or 13B model's largest matrix (the embeddings,
-# 0.5 GiB in float32), so a real model's merge is mergekit's to the bit, at a peak of a few such tensors.
-STREAM_BYTES = 2**30
+# Methods with whole-tensor statistics (norms, angles, top-k, L1 sums) have a multi-pass row-chunk form whose
+# statistics are summed chunk by chunk in float64: within 1e-5 of mergekit in float32, at a peak of a few chunks.
+# Half precision is different: mergekit's roundings of a whole-tensor half-precision computation cannot be
+# reproduced chunk by chunk (seen: multislerp, karcher, nuslerp, Model Stock many steps apart), so a
+# half-precision merge takes a tensor whole while each input fits this many bytes in the compute dtype — 1 GiB
+# holds a 7B or 13B model's largest matrix (the embeddings, 0.25 GiB in bfloat16) — and streams only beyond.
+HALF_WHOLE_BYTES = 2**30
 
 
 @dataclass
@@ -400,7 +401,9 @@ def _merge_stream(
         if big and method.elementwise(plan.model_params, plan.params):
             yield name, RowChunks(info.shape, job.target, job.chunks(rows, rows_per, done))
         # Streamed forms work on whole rows (DELLA ranks within a row): 2-D tensors and up only.
-        elif big and rows * row_bytes > STREAM_BYTES and len(info.shape) >= 2 and method.stream is not None:
+        elif big and len(info.shape) >= 2 and method.stream is not None and not (
+            compute_dtype.itemsize == 2 and rows * row_bytes <= HALF_WHOLE_BYTES
+        ):
             numel = info.nbytes // info.dtype.itemsize
             if stream is not None:
                 drawing.append(name)

@@ -151,7 +151,7 @@ def test_chunked_merge_equals_whole_tensor_merge(family, monkeypatch, tmp_path, 
     config = load_config(yaml_text.format(**{k: str(v) for k, v in family.items()}))
     whole = dict(merge_tensors(config))
     monkeypatch.setattr(merge_module, "CHUNK_BYTES", 1000)  # every 2-D tensor goes in several row chunks
-    monkeypatch.setattr(merge_module, "STREAM_BYTES", 0)  # statistics methods too (their multi-pass form)
+    monkeypatch.setattr(merge_module, "HALF_WHOLE_BYTES", 0)  # statistics methods too (their multi-pass form)
     calls = _record_chunked_merges(monkeypatch)
     chunked = dict(merge_tensors(config))
     assert "model.embed_tokens.weight" in calls and "model.norm.weight" not in calls
@@ -177,6 +177,29 @@ def test_chunked_merge_equals_whole_tensor_merge(family, monkeypatch, tmp_path, 
         assert torch.equal(tensor, written.get(name)), name
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_half_precision_statistics_merges_take_large_tensors_whole(family, monkeypatch, dtype):
+    """A method with whole-tensor statistics streams a large float32 tensor in row chunks (float64 sums, a few
+    chunks of memory) but merges a half-precision one whole, where only the whole computation has mergekit's
+    roundings; the elementwise task arithmetic streams either way."""
+    stock = load_config(
+        f"merge_method: model_stock\nbase_model: {family['base']}\ndtype: {dtype}\n"
+        f"models: [{{model: {family['general']}}}, {{model: {family['skill']}}}]\n"
+    )
+    linear = load_config(ta_yaml(family["base"], family["general"], family["skill"], extra=f"dtype: {dtype}\n"))
+    monkeypatch.setattr(merge_module, "CHUNK_BYTES", 1000)  # every 2-D tensor counts as large
+    calls = _record_chunked_merges(monkeypatch)
+    merged = dict(merge_tensors(stock))
+    assert ("model.embed_tokens.weight" in calls) == (dtype == "float32")
+    calls.clear()
+    dict(merge_tensors(linear))
+    assert "model.embed_tokens.weight" in calls
+    if dtype == "bfloat16":  # whole: the very tensors of the whole-tensor path
+        monkeypatch.setattr(merge_module, "CHUNK_BYTES", 2**40)
+        whole = dict(merge_tensors(stock))
+        assert all(torch.equal(whole[n], merged[n]) for n in whole)
+
+
 @pytest.mark.parametrize(("method", "extra"), [("dare_linear", ""), ("della_linear", ", epsilon: 0.1")])
 def test_random_drop_in_row_chunks_keeps_density_and_one_rescale_factor(family, monkeypatch, method, extra):
     """DARE/DELLA over row chunks: the kept fraction is the density, and the L1 rescale is one factor for the
@@ -187,7 +210,7 @@ def test_random_drop_in_row_chunks_keeps_density_and_one_rescale_factor(family, 
     )
     config = load_config(yml)
     monkeypatch.setattr(merge_module, "CHUNK_BYTES", 1000)
-    monkeypatch.setattr(merge_module, "STREAM_BYTES", 0)
+    monkeypatch.setattr(merge_module, "HALF_WHOLE_BYTES", 0)
     calls = _record_chunked_merges(monkeypatch)
     name = "model.embed_tokens.weight"
     merged = dict(merge_tensors(config, seed=7))[name]

@@ -318,13 +318,13 @@ def _run_parity(root: Path, cases: dict[str, str]) -> dict[str, tuple[Path, Path
         yml.write_text(text)
         theirs, ours = root / f"mergekit-{name}", root / f"ours-{name}"
         jobs.append((str(yml), str(theirs)))
-        saved = merge_module.CHUNK_BYTES, merge_module.STREAM_BYTES
+        saved = merge_module.CHUNK_BYTES, merge_module.HALF_WHOLE_BYTES
         if name.endswith("_streamed"):  # tiny row chunks, statistics methods' multi-pass form included
-            merge_module.CHUNK_BYTES, merge_module.STREAM_BYTES = 1000, 0
+            merge_module.CHUNK_BYTES, merge_module.HALF_WHOLE_BYTES = 1000, 0
         try:
             assert cli_main(["merge", str(yml), "--out", str(ours), "--quiet", "--seed", str(SEED)]) == 0
         finally:
-            merge_module.CHUNK_BYTES, merge_module.STREAM_BYTES = saved
+            merge_module.CHUNK_BYTES, merge_module.HALF_WHOLE_BYTES = saved
         result[name] = (ours, theirs)
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.run(
