@@ -5,7 +5,7 @@
 Builds (once, cached in --work) a synthetic Llama-shaped family: a base and two fine-tunes, float32, sharded
 with an index, each about --size-gb. Then, in one run, each as a separate process (whole-process wall time,
 imports included; peak RSS from the kernel's rusage of that process):
-  - mergescope task_arithmetic and ties (`mergescope merge`; `--methods` picks others: breadcrumbs, dare_ties,
+  - mergescope task_arithmetic and ties (`mergescope merge`; `--methods` picks others: breadcrumbs, dare_ties, della,
     slerp, arcee_fusion, nuslerp, karcher, multislerp, nearswap, ram, ramplus_tl, sce; `all` for every one),
   - mergekit's same YAML (`mergekit-yaml` from this venv, else from a venv the bench makes in --work),
   - the streaming limit: read the three inputs and write one output of the same size with plain file I/O.
@@ -57,6 +57,9 @@ CONFIGS = {
     "dare_ties": "merge_method: dare_ties\nbase_model: {base}\nmodels:\n"
     "  - {{model: {a}, parameters: {{weight: 1.0, density: 0.5}}}}\n"
     "  - {{model: {b}, parameters: {{weight: 0.3, density: 0.5}}}}\n",
+    "della": "merge_method: della\nbase_model: {base}\nmodels:\n"
+    "  - {{model: {a}, parameters: {{weight: 1.0, density: 0.5, epsilon: 0.1}}}}\n"
+    "  - {{model: {b}, parameters: {{weight: 0.3, density: 0.5, epsilon: 0.1}}}}\n",
     "slerp": "merge_method: slerp\nbase_model: {base}\nmodels:\n  - {{model: {a}}}\nparameters: {{t: 0.4}}\n",
     "arcee_fusion": "merge_method: arcee_fusion\nbase_model: {base}\nmodels:\n  - {{model: {a}}}\n",
     "nuslerp": "merge_method: nuslerp\nbase_model: {base}\nmodels:\n"

@@ -10,8 +10,9 @@ written to a temporary folder and swept with `--prompts` prompts of the demo gen
 row per size: engine start, swap (first: reads the resident inputs; then the median), the bandwidth bound (writing
 the served weights once, measured in the engine's worker in the same run), the restart a sweep without swaps pays
 per point (write the merged checkpoint + start an engine on it), generate and score per point, peak RSS, and how
-many replies differ between the swapped engine and the fresh one (must be 0). The synthetic shape (hidden 1024,
-vocab 32000) makes ~314 MB the smallest size; smaller requests give that.
+many replies differ between the swapped engine and the fresh one (must be 0). The synthetic shape scales with the
+size (`engine.synthetic.config_for_size`: vocab 1024..32000, hidden 64..4096, the MLP width fitted), so a row's
+checkpoint is within a few percent of the size asked for; the table shows both.
 
 Swap path: one engine started on the general model; an N-point ω sweep (0..1) over all the family's suites, every
 prompt of every suite in one batched call per point, each point swapped in place; time per point split into
@@ -73,14 +74,20 @@ def swap_path(spec, backend_kind: str, options: dict | None = None) -> dict:
         try:
             bound = backend.write_bound_s() if hasattr(backend, "write_bound_s") else None
             results = []
+            details = []
             for r in run_sweep(prepared, backend, store):
                 t = r.timings
+                detail = dict(getattr(backend, "swap_detail", {}) or {})
+                split = (
+                    f" (write {detail['write_s']:.3f}s + re-pack {detail['pack_s']:.3f}s)" if "pack_s" in detail else ""
+                )
                 print(
-                    f"  {r.label:<8} swap {t['swap_s']:.3f}s  generate {t['generate_s']:.2f}s  "
+                    f"  {r.label:<8} swap {t['swap_s']:.3f}s{split}  generate {t['generate_s']:.2f}s  "
                     f"score {t['score_s']:.3f}s",
                     flush=True,
                 )
                 results.append(r)
+                details.append(detail)
             total = time.perf_counter() - begin
             info = backend.describe()
         finally:
@@ -96,7 +103,10 @@ def swap_path(spec, backend_kind: str, options: dict | None = None) -> dict:
         "total_s": total,
         "prompts_per_point": sum(len(s.items) for s in prepared.suites),
         "suites": [s.name for s in prepared.suites],
-        "points": [{"label": r.label, **r.timings} for r in results],
+        "points": [
+            {"label": r.label, **r.timings, **{f"swap_{k}": v for k, v in d.items()}}
+            for r, d in zip(results, details, strict=True)
+        ],
         "prepared": prepared,
         "replies": {r.label: [x for sr in r.suite_results for x in sr.replies] for r in results},
     }
@@ -180,7 +190,12 @@ def one_size(size: int, args: argparse.Namespace) -> dict:
     options = {"dtype": args.dtype}
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
         t0 = time.perf_counter()
-        paths = write_family(Path(tmp), config_for_size(size), names=("base", "general", "skill"))
+        config = config_for_size(size)
+        shape = (
+            f"h{config['hidden_size']} x{config['num_hidden_layers']} v{config['vocab_size']} "
+            f"i{config['intermediate_size']}"
+        )
+        paths = write_family(Path(tmp), config, names=("base", "general", "skill"))
         build_s = time.perf_counter() - t0
         nbytes = sum(f.stat().st_size for f in paths["general"].glob("*.safetensors"))
         spec = SweepSpec(
@@ -192,7 +207,11 @@ def one_size(size: int, args: argparse.Namespace) -> dict:
             standard_references=False,
             heuristic_point=False,
         )
-        print(f"size {nbytes / 1e6:.0f} MB: family written in {build_s:.1f}s; swap path ...", flush=True)
+        print(
+            f"size {nbytes / 1e6:.0f} MB (asked {size / 1e6:.0f} MB; {shape}): family written in {build_s:.1f}s; "
+            "swap path ...",
+            flush=True,
+        )
         swap = swap_path(spec, args.backend, options)
         naive = naive_path(swap["prepared"], args.backend, 1, options)
         differ = sum(
@@ -203,7 +222,9 @@ def one_size(size: int, args: argparse.Namespace) -> dict:
     usage_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     usage_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {
+        "requested_bytes": size,
         "size_bytes": nbytes,
+        "shape": shape,
         "backend": swap["backend"],
         "dtype": swap["dtype"],
         "swap_path": swap["swap_path"],
@@ -211,6 +232,12 @@ def one_size(size: int, args: argparse.Namespace) -> dict:
         "engine_start_s": swap["engine_start_s"],
         "first_swap_s": swaps[0],
         "swap_s": statistics.median(swaps[1:] or swaps),
+        # The direct path's split of a swap (medians over the same points): the fused write, the CPU re-pack.
+        **{
+            key: statistics.median(p[f"swap_{key}"] for p in (swap["points"][1:] or swap["points"]))
+            for key in ("write_s", "pack_s")
+            if all(f"swap_{key}" in p for p in swap["points"])
+        },
         "bound_s": swap["bound_s"],
         "restart_s": statistics.mean(r["write_s"] + r["start_s"] for r in naive),
         "generate_s": statistics.median(p["generate_s"] for p in swap["points"]),
@@ -225,7 +252,8 @@ def one_size(size: int, args: argparse.Namespace) -> dict:
 
 def sizes_table(rows: list[dict]) -> str:
     header = (
-        "size", "path", "engine start", "swap (1st)", "swap", "bound", "swap/bound", "restart", "restart/swap",
+        "size (asked)", "shape", "path", "engine start", "swap (1st)", "swap", "write + re-pack", "bound",
+        "swap/bound", "restart", "restart/swap",
         "generate", "score", "peak RSS drv/eng", "replies differ",
     )  # fmt: skip
     lines = [header]
@@ -233,11 +261,13 @@ def sizes_table(rows: list[dict]) -> str:
         ratio = r["swap_s"] / r["bound_s"] if r["bound_s"] else float("nan")
         lines.append(
             (
-                f"{r['size_bytes'] / 1e6:.0f} MB",
+                f"{r['size_bytes'] / 1e6:.0f} MB ({r['requested_bytes'] / 1e6:.0f} MB)",
+                r["shape"],
                 f"{r['swap_path']} ({r['dtype']})",
                 f"{r['engine_start_s']:.1f} s",
                 f"{r['first_swap_s']:.2f} s",
                 f"{r['swap_s']:.3f} s",
+                f"{r['write_s']:.3f} + {r['pack_s']:.3f} s" if "pack_s" in r else "-",
                 f"{r['bound_s']:.3f} s" if r["bound_s"] else "-",
                 f"{ratio:.1f}x",
                 f"{r['restart_s']:.1f} s",

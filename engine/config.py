@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,29 @@ _TOP_LEVEL_KEYS = {
 
 
 class IgnoredParameterWarning(MergescopeWarning):
-    """A parameter the merge method does not read: accepted and ignored, as mergekit does."""
+    """A field or parameter the merge does not read: accepted and ignored, as mergekit does."""
+
+
+# Fields mergekit ignores (its pydantic models drop unknown keys) for which a better spelling exists.
+_FIELD_HINTS = {
+    "revision": "; mergekit pins a revision in the model reference itself: 'model: repo@revision'",
+    "residual_weight": "; mergekit 0.1.5 parses it but never reads it",
+    "merge_method": "; mergekit has one merge_method per config (per-slice methods are not read)",
+}
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _unknown_fields(entry: Mapping[str, Any], known: set[str], where: str, ignored: list[str]) -> None:
+    """Fields mergekit does not know are dropped by it without a word: accepted here, with a note naming each."""
+    for key in sorted(set(entry) - known, key=str):
+        hint = _FIELD_HINTS.get(key) or _did_you_mean(str(key), known)
+        ignored.append(f"{where}: field '{key}' is ignored (mergekit does not read it{hint})")
 
 
 @dataclass(frozen=True)
@@ -281,8 +303,11 @@ def _check_value(setting: Any, where: str, kind: type = float) -> None:
             if isinstance(item, Mapping):
                 unknown = set(item) - {"filter", "value"}
                 if unknown or "value" not in item:
+                    # mergekit's early examples spelt the filter 'pattern'; 0.1.5 then applies the first entry to
+                    # every tensor, which is never what such a config meant.
+                    hint = "; 'pattern' is now spelt 'filter'" if "pattern" in unknown else ""
                     raise ConfigError(
-                        f"{where}: a condition needs 'value' and optional 'filter', got {dict(item)}"
+                        f"{where}: a condition needs 'value' and optional 'filter', got {dict(item)}{hint}"
                     )
                 if item.get("filter") is not None and not isinstance(item["filter"], str):
                     raise ConfigError(f"{where}: filter must be a string, got {item['filter']!r}")
@@ -341,14 +366,13 @@ def _check_params(
             _check_value(value, f"{where}.parameters.{name}", param_kind(used[name]))
             _check_range(name, value, f"{where}.parameters.{name}")
         elif name in KNOWN_PARAMETERS or name in method.model_params or name in method.global_params:
-            note = f"{where}: parameter '{name}' is ignored by merge_method {method.name}{why}"
-            ignored.append(note)
-            warnings.warn(note, IgnoredParameterWarning, stacklevel=4)
+            ignored.append(f"{where}: parameter '{name}' is ignored by merge_method {method.name}{why}")
         else:
+            # mergekit reads parameters by name and drops the rest, so a config with a stray name runs there.
             allowed = sorted({*method.model_params, *method.global_params})
-            raise ConfigError(
-                f"{where}: unknown parameter '{name}' for merge_method {method.name} (allowed: {', '.join(allowed)}; "
-                "no mergekit method reads it)"
+            ignored.append(
+                f"{where}: unknown parameter '{name}' is ignored: no mergekit method reads it (merge_method "
+                f"{method.name} reads {', '.join(allowed) or 'none'}{_did_you_mean(str(name), allowed)})"
             )
     return dict(params)
 
@@ -387,12 +411,7 @@ def _parse_slices(data: Any, method: MergeMethod, ignored: list[str], source: st
         where = f"{source}: slices[{i}]"
         if not isinstance(entry, Mapping):
             raise ConfigError(f"{where}: expected a mapping with 'sources'")
-        extra = set(entry) - {"sources", "base_model", "parameters", "residual_weight"}
-        if extra:
-            raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(extra))}")
-        if entry.get("residual_weight") is not None:
-            # mergekit 0.1.5 parses residual_weight but never reads it; accepting it silently would mislead.
-            raise ConfigError(f"{where}.residual_weight: not used by mergekit 0.1.5's merge; remove it")
+        _unknown_fields(entry, {"sources", "base_model", "parameters"}, where, ignored)
         sources_data = entry.get("sources")
         if not isinstance(sources_data, list) or not sources_data:
             raise ConfigError(f"{where}: 'sources' must be a non-empty list")
@@ -401,9 +420,7 @@ def _parse_slices(data: Any, method: MergeMethod, ignored: list[str], source: st
             at = f"{where}.sources[{j}]"
             if not isinstance(src, Mapping) or not isinstance(src.get("model"), str):
                 raise ConfigError(f"{at}: needs a 'model' path or hub id")
-            extra = set(src) - {"model", "layer_range", "parameters"}
-            if extra:
-                raise ConfigError(f"{at}: unknown field(s) {', '.join(sorted(extra))}")
+            _unknown_fields(src, {"model", "layer_range", "parameters"}, at, ignored)
             if "layer_range" not in src:
                 raise ConfigError(f"{at}: needs a 'layer_range' [start, stop)")
             sources.append(
@@ -473,19 +490,21 @@ def _same_model(a: str, b: str) -> bool:
         return False
 
 
-def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
+def config_from_dict(data: Any, source: str = "config", *, strict: bool = False) -> MergeConfig:
+    """A validated MergeConfig. Fields and parameters the merge does not read are accepted with a warning each,
+    as mergekit accepts them; `strict` refuses them instead."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping at the top level")
-    unknown = set(data) - _TOP_LEVEL_KEYS
-    if unknown:
-        raise ConfigError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}")
+    ignored: list[str] = []
+    if data.get("modules") is not None:
+        data = _lift_default_module(data, source, ignored)
+    _unknown_fields(data, _TOP_LEVEL_KEYS, source, ignored)
     method_name = data.get("merge_method")
     if method_name not in METHODS:
         raise ConfigError(
             f"{source}: merge_method: unknown method {method_name!r} (known: {', '.join(sorted(METHODS))})"
         )
     method = METHODS[method_name]
-    ignored: list[str] = []
     base = data.get("base_model")
     models_data = data.get("models")
     slices = ()
@@ -502,9 +521,7 @@ def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
             entry = {"model": entry}
         if not isinstance(entry, Mapping) or not isinstance(entry.get("model"), str):
             raise ConfigError(f"{source}: models[{i}] needs a 'model' path or hub id")
-        extra = set(entry) - {"model", "parameters"}
-        if extra:
-            raise ConfigError(f"{source}: models[{i}]: unknown field(s) {', '.join(sorted(extra))}")
+        _unknown_fields(entry, {"model", "parameters"}, f"{source}: models[{i}]", ignored)
         is_base = method.uses_base and entry["model"] == base
         params = _check_params(
             entry.get("parameters"),
@@ -554,15 +571,52 @@ def config_from_dict(data: Any, source: str = "config") -> MergeConfig:
         tokenizer=tokenizer,
     )
     _check_inputs(config, source)
+    if strict and ignored:
+        raise ConfigError("refused in strict mode: " + "; ".join(ignored))
+    for note in ignored:
+        warnings.warn(note, IgnoredParameterWarning, stacklevel=3)
     return config
+
+
+def _lift_default_module(data: Mapping[str, Any], source: str, ignored: list[str]) -> dict[str, Any]:
+    """mergekit's `modules:` form. A model with one layer stack has one module, `default`, and
+    `modules: {default: {slices|models, parameters}}` means the same as those keys at the top level (module
+    parameters over the top-level ones); a multi-module model (a VLM's decoder and vision tower) is refused."""
+    modules = data["modules"]
+    where = f"{source}: modules"
+    if data.get("slices") is not None or data.get("models") is not None:
+        raise ConfigError(f"{where}: give exactly one of 'models', 'slices' or 'modules'")
+    if not isinstance(modules, Mapping) or not modules:
+        raise ConfigError(f"{where}: expected a mapping of module name to its 'slices' or 'models'")
+    if list(modules) != ["default"]:
+        raise ConfigError(
+            f"{where}: modules {', '.join(map(str, modules))}: only the single 'default' module of a model with one "
+            "layer stack is supported (a multi-module model such as a VLM's text decoder and vision tower is not); "
+            "use top-level 'models:' to merge every tensor of every module"
+        )
+    module = modules["default"]
+    if not isinstance(module, Mapping):
+        raise ConfigError(f"{where}.default: expected a mapping with 'slices' or 'models'")
+    _unknown_fields(module, {"slices", "models", "parameters"}, f"{where}.default", ignored)
+    if (module.get("slices") is None) == (module.get("models") is None):
+        raise ConfigError(f"{where}.default: give exactly one of 'slices' or 'models'")
+    lifted = {k: v for k, v in data.items() if k != "modules"}
+    for key in ("slices", "models"):
+        if module.get(key) is not None:
+            lifted[key] = module[key]
+    if module.get("parameters") is not None:
+        if not isinstance(module["parameters"], Mapping):
+            raise ConfigError(f"{where}.default: 'parameters' must be a mapping")
+        lifted["parameters"] = {**(data.get("parameters") or {}), **module["parameters"]}
+    return lifted
 
 
 def _dtype_name(value: Any) -> str | None:
     return str(value).removeprefix("torch.") if value else None
 
 
-def load_config(path_or_text: str | Path) -> MergeConfig:
-    """Load mergekit YAML from a file path or from YAML text."""
+def load_config(path_or_text: str | Path, *, strict: bool = False) -> MergeConfig:
+    """Load mergekit YAML from a file path or from YAML text (`strict`: see `config_from_dict`)."""
     source = "config"
     text = str(path_or_text)
     # One line naming a file (any suffix: `merge myconfig`) is a path; text that is no file is YAML.
@@ -583,7 +637,7 @@ def load_config(path_or_text: str | Path) -> MergeConfig:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{source}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
-    return config_from_dict(data, source)
+    return config_from_dict(data, source, strict=strict)
 
 
 def _is_file(text: str) -> bool:

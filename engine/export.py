@@ -211,8 +211,11 @@ def _copy_support_files(
     tokenizer=None,
     vocab_size: int | None = None,
     tokenizer_folder: Path | None = None,
+    head: bool = False,
 ) -> None:
-    """config.json (with the output's dtype, layer count and vocabulary size), generation config, and the
+    """config.json (with the output's dtype, layer count and vocabulary size; untied when the output has its own
+    `lm_head.weight` (slices can take it from a later, untied source), else loaders would drop it), generation
+    config, and the
     tokenizer: `tokenizer` (a built one) saved, else the files of `tokenizer_folder` (default: the source's)
     copied."""
     config = json.loads(json.dumps(source.config))  # deep copy: nested text_config may change
@@ -225,6 +228,9 @@ def _copy_support_files(
         _set_config_value(config, ("num_hidden_layers", "n_layer", "num_layers"), num_layers)
     if vocab_size is not None:
         _set_config_value(config, ("vocab_size",), vocab_size)
+    for scope in (config, config.get("text_config")):
+        if head and isinstance(scope, dict) and scope.get("tie_word_embeddings"):
+            scope["tie_word_embeddings"] = False
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     src = source.path / "generation_config.json"
     if src.exists():
@@ -334,8 +340,9 @@ def write_checkpoint(
         support = dict(support or {})
         note = support.pop("note", None)
         _copy_support_files(
-            source, tmp, next(iter(float_dtypes)) if len(float_dtypes) == 1 else None, chat_template, **support
-        )
+            source, tmp, next(iter(float_dtypes)) if len(float_dtypes) == 1 else None, chat_template, **support,
+            head="lm_head.weight" in {s.name for s in slots},
+        )  # fmt: skip
         (tmp / "README.md").write_text(_model_card(config_yaml, card_extra, source, note))
         if config_yaml:
             (tmp / "mergekit_config.yml").write_text(config_yaml)

@@ -8,7 +8,6 @@ at a few chunks whatever the model size.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from engine.checkpoint import Checkpoint, open_checkpoint
 from engine.config import MergeConfig
 from engine.errors import MergeError, MergescopeError
 from engine.methods import MergeMethod
-from engine.plan import TensorPlan, plan_models, plan_slices
+from engine.plan import TensorPlan, plan_models, plan_slices, schedule_order
 from engine.tokenizer_build import BuiltTokenizer, build_tokenizer, tokenizer_setting
 from engine.vocab import align_rows, is_vocab_tensor, vocab_size_of
 
@@ -133,19 +132,20 @@ def merge_plan(config: MergeConfig, ckpts: Mapping[str, Checkpoint]) -> list[Ten
     line up (parameters resolved for every tensor, so a bad value fails here too)."""
     names = check_compatible(config, ckpts)
     if not config.slices:
-        return plan_models(config, names, ckpts[config.refs()[0]].num_layers)
+        plans = plan_models(config, names, ckpts[config.refs()[0]].num_layers)
+        return schedule_order(plans) if config.method.random else plans
     plans = plan_slices(config, ckpts)
     aligned = tokenizer_setting(config) is not None
     for plan in plans:
         check_shapes(plan.name, [(ckpts[ref], name) for ref, name in plan.sources], aligned)
-    return plans
+    return schedule_order(plans) if config.method.random else plans
 
 
-def _generator(seed: int, name: str, device: torch.device | str) -> torch.Generator:
-    # Seeded per tensor name, so a random method's output does not depend on the order tensors are merged in.
-    digest = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little")
+def random_stream(seed: int, device: torch.device | str) -> torch.Generator:
+    """The random methods' one stream, as mergekit's `--random-seed N` seeds it (`torch.manual_seed(N)`): the
+    tensors draw from it one after another in mergekit's schedule order (`plan.schedule_order`)."""
     gen = torch.Generator(device=device)
-    gen.manual_seed(digest & 0x7FFF_FFFF_FFFF_FFFF)
+    gen.manual_seed(seed)
     return gen
 
 
@@ -162,6 +162,13 @@ def all_finite(tensor: torch.Tensor) -> bool:
 # Row-chunk size (bytes per input, in the compute dtype) for elementwise merges of large tensors: small enough
 # that a chunk of every input stays in the CPU cache while it is combined, large enough for efficient reads.
 CHUNK_BYTES = 2 * 2**20
+# Methods with whole-tensor statistics (norms, angles, top-k, L1 sums) have a multi-pass row-chunk form whose
+# statistics are summed chunk by chunk in float64: within 1e-5 of mergekit in float32, at a peak of a few chunks.
+# Half precision is different: mergekit's roundings of a whole-tensor half-precision computation cannot be
+# reproduced chunk by chunk (seen: multislerp, karcher, nuslerp, Model Stock many steps apart), so a
+# half-precision merge takes a tensor whole while each input fits this many bytes in the compute dtype — 1 GiB
+# holds a 7B or 13B model's largest matrix (the embeddings, 0.25 GiB in bfloat16) — and streams only beyond.
+HALF_WHOLE_BYTES = 2**30
 
 
 @dataclass
@@ -354,12 +361,19 @@ def _merge_stream(
         dtype = parse_dtype(dtype)
     out_dtype = dtype or parse_dtype(config.out_dtype) or parse_dtype(config.dtype)
     total = len(setup.plan)
+    # Random methods draw tensor after tensor from one stream: each tensor's draws must be complete (its row
+    # chunks consumed) before the next tensor's start.
+    stream = random_stream(seed, device) if method.random else None
+    drawing: list[str] = []
     for i, plan in enumerate(setup.plan):
+        if drawing:
+            raise RuntimeError(f"tensor {drawing[0]}: its row chunks were not consumed before the next tensor")
         name = plan.name
         ref_ckpt, ref_name = ckpts[plan.reference[0]], plan.reference[1]
         info = ref_ckpt.info(ref_name)
 
         def done(i: int = i) -> None:
+            drawing.clear()
             if progress is not None:
                 progress(i + 1, total)
 
@@ -376,7 +390,7 @@ def _merge_stream(
         compute_dtype = compute_dtype_for(config, [ckpts[ref].info(n).dtype for ref, n in plan.sources])
         job = _Job(
             name, base, inputs, method, plan.model_params, plan.params,
-            _generator(seed, name, device) if method.random else None,
+            stream,
             device, compute_dtype, out_dtype or info.dtype,
             {id(ckpts[ref]): n for ref, n in plan.sources}, align,
         )  # fmt: skip
@@ -387,8 +401,12 @@ def _merge_stream(
         if big and method.elementwise(plan.model_params, plan.params):
             yield name, RowChunks(info.shape, job.target, job.chunks(rows, rows_per, done))
         # Streamed forms work on whole rows (DELLA ranks within a row): 2-D tensors and up only.
-        elif big and len(info.shape) >= 2 and method.stream is not None:
+        elif big and len(info.shape) >= 2 and method.stream is not None and not (
+            compute_dtype.itemsize == 2 and rows * row_bytes <= HALF_WHOLE_BYTES
+        ):
             numel = info.nbytes // info.dtype.itemsize
+            if stream is not None:
+                drawing.append(name)
             yield name, RowChunks(info.shape, job.target, job.streamed(rows, rows_per, numel, done))
         else:
             merged = job.run()
@@ -412,8 +430,9 @@ def merge_tensors(
     It validates compatibility before the first tensor and raises `MergeError` naming tensor and file (NaN/Inf
     inputs included). `dtype` is the output dtype (default: the config's `out_dtype`, else its `dtype`, else
     each tensor's own); compute is in mergekit's dtype (`compute_dtype_for`: the config's `dtype`, else the
-    inputs'), unless the config's own `compute_dtype` asks for another (float32 for precision). `seed` drives the
-    random methods (DARE, DELLA) per tensor name, so the result does not depend on iteration order."""
+    inputs'), unless the config's own `compute_dtype` asks for another (float32 for precision). `seed` seeds the
+    random methods' (DARE, DELLA) one stream as mergekit's `--random-seed` does, and the tensors come in mergekit's
+    order for them, so the same seed gives mergekit's masks."""
     for name, tensor in _merge_stream(
         config, device=device, dtype=dtype, checkpoints=checkpoints, progress=progress, seed=seed,
         allow_pickle=allow_pickle,

@@ -4,20 +4,30 @@ A `models:` config maps every tensor name to the same name in each model. A `sli
 frankenmerge form) builds the output's layers slice by slice: output layer k of a slice merges layer
 `layer_range[0] + offset` of each source, renumbered in the HF name; tensors outside the layers come from the
 first slice's sources (those before the layers: embeddings) or the last slice's (those after: final norm, lm_head),
-at gradient position 0, as mergekit plans them. Layers outside every slice are not read.
+at gradient position 0, as mergekit plans them. Layers outside every slice are not read. A tensor of a source
+that the output does not get (a non-layer tensor of a middle slice's model, a layer tensor the slice's first source
+lacks) is named in a `DroppedTensorWarning`: mergekit drops such tensors silently, we say so.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from engine.checkpoint import Checkpoint
 from engine.config import MergeConfig, SliceSpec, layer_position
-from engine.errors import ConfigError, MergeError
+from engine.errors import ConfigError, MergeError, MergescopeWarning
 
+
+class DroppedTensorWarning(MergescopeWarning):
+    """A tensor of an input that the output does not get (slices read only some of each model)."""
+
+
+# Input embeddings (Llama's embed_tokens, GPT-2's wte/wpe, BERT-style word_embeddings): before the layers.
+_EMBEDDING_RE = re.compile(r"(?:^|\.)(?:embed_tokens|embeddings?|wte|wpe|word_embeddings)(?:\.|$)")
 # A transformer block's tensors: `<prefix>layers.<i>.<rest>` (Llama family, Gemma, Phi-3, Mixtral, LLaVA's
 # language model) or `<prefix>h.<i>.<rest>` (GPT-2).
 _BLOCK_RE = re.compile(r"^(.*?(?:^|\.)(?:layers|h)\.)(\d+)\.(.+)$")
@@ -77,14 +87,17 @@ def _layout(ckpt: Checkpoint) -> tuple[list[str], str, dict[int, list[str]], lis
     for name in ckpt.tensor_names():
         parts = split_block(name)
         if parts is None:
-            (post if blocks else pre).append(name)
+            # Embeddings go before the layers, the rest (final norm, head) after, whatever the file's order
+            # (safetensors files list lm_head before the layers).
+            (pre if _EMBEDDING_RE.search(name) else post).append(name)
             continue
         prefixes.add(parts[0])
         blocks.setdefault(parts[1], []).append(parts[2])
     if len(prefixes) > 1:
         raise ConfigError(
             f"slices: {ckpt.path} has several layer stacks ({', '.join(sorted(prefixes))}); slices need one "
-            "(use 'models:' to merge every tensor of a multi-tower model)"
+            "(use 'models:' to merge every tensor of a multi-tower model; mergekit needs its per-module "
+            "'modules:' form here, which mergescope does not support)"
         )
     if not prefixes:
         raise ConfigError(f"slices: {ckpt.path} has no numbered layers to slice")
@@ -115,12 +128,16 @@ def _edge(
     return out
 
 
+def _edge_names(layouts: Mapping[str, tuple], piece: SliceSpec, part: int) -> list[str]:
+    """The tensors before (`part` 0) or after (3) the layers in any of a slice's sources, in their order."""
+    return list(dict.fromkeys(name for src in piece.sources for name in layouts[src.model][part]))
+
+
 def plan_slices(config: MergeConfig, ckpts: Mapping[str, Checkpoint]) -> list[TensorPlan]:
     """A `slices:` config: the output's layers slice after slice, renumbered from 0."""
     layouts = {ref: _layout(ckpts[ref]) for ref in config.refs()}
-    first = config.slices[0].sources[0].model
-    pre, prefix, _, post = layouts[first]
-    plans = _edge(config, config.slices[0], pre, ckpts)
+    prefix = layouts[config.slices[0].sources[0].model][1]
+    plans = _edge(config, config.slices[0], _edge_names(layouts, config.slices[0], 0), ckpts)
     out_layer = 0
     for i, piece in enumerate(config.slices):
         # As in a `models:` config, a method that treats the base apart gets it as `base`; one that ignores
@@ -139,6 +156,13 @@ def plan_slices(config: MergeConfig, ckpts: Mapping[str, Checkpoint]) -> list[Te
             t = offset / (n - 1) if n > 1 else 1.0  # mergekit's gradient position within a slice
             lead = piece.sources[0]
             suffixes = layouts[lead.model][2][lead.layer_range[0] + offset]
+            for src in piece.sources[1:]:
+                extra = sorted(set(layouts[src.model][2][src.layer_range[0] + offset]) - set(suffixes))
+                if extra:
+                    layer = src.layer_range[0] + offset
+                    _dropped(f"{layouts[src.model][1]}{layer}.{extra[0]}", src.model,
+                             f"slices[{i}]'s first source {lead.model} has no such tensor in its layer "
+                             f"{lead.layer_range[0] + offset}")  # fmt: skip
             for suffix in suffixes:
                 out_name = f"{prefix}{out_layer}.{suffix}"
                 where = {
@@ -161,8 +185,27 @@ def plan_slices(config: MergeConfig, ckpts: Mapping[str, Checkpoint]) -> list[Te
                     )
                 )
             out_layer += 1
-    plans += _edge(config, config.slices[-1], post, ckpts)
+    plans += _edge(config, config.slices[-1], _edge_names(layouts, config.slices[-1], 3), ckpts)
+    written = {plan.name for plan in plans}
+    for ref, (pre, _, _, post) in layouts.items():
+        for name in pre + post:
+            if name not in written:
+                _dropped(name, ref, "slices take the tensors before the layers from the first slice's sources "
+                         "and those after from the last slice's")  # fmt: skip
     return plans
+
+
+def _dropped(name: str, ref: str, why: str) -> None:
+    warnings.warn(f"tensor {name} of {ref} is not written: {why} (mergekit drops it silently)",
+                  DroppedTensorWarning, stacklevel=3)  # fmt: skip
+
+
+def schedule_order(plans: list[TensorPlan]) -> list[TensorPlan]:
+    """The plans in the order mergekit 0.1.5 merges them: its executor runs tasks sorted by group label, a merge's
+    label being the largest of its input tensor names (for a `models:` config, the tensor's own name). A random
+    method's masks come from one stream drawn in this order, so ours must follow it. Equal labels (slices reading
+    one input layer twice) keep the plan's order."""
+    return sorted(plans, key=lambda plan: max(name for _, name in plan.sources))
 
 
 def output_layers(config: MergeConfig) -> int | None:
@@ -170,4 +213,6 @@ def output_layers(config: MergeConfig) -> int | None:
     return sum(piece.num_layers for piece in config.slices) if config.slices else None
 
 
-__all__ = ["TensorPlan", "layer_position", "output_layers", "plan_models", "plan_slices", "split_block"]
+__all__ = [
+    "TensorPlan", "layer_position", "output_layers", "plan_models", "plan_slices", "schedule_order", "split_block",
+]  # fmt: skip

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,35 @@ class _Engine:
         self.backend.close()
 
 
+def _init_ray(ray: Any, init: dict[str, Any]) -> threading.Event | None:
+    """`ray.init(**init)`, from a thread that lives until the returned event is set (None: on the main thread).
+
+    Ray ties the head processes it starts (GCS, raylet) to the *thread* that started them (Linux's
+    PR_SET_PDEATHSIG is per thread): a pool started from a short-lived thread — the dashboard's warm-up, one of
+    Gradio's worker threads — would lose its cluster, and the process with it, when that thread ends."""
+    if threading.current_thread() is threading.main_thread():
+        ray.init(**init)
+        return None
+    started, release = threading.Event(), threading.Event()
+    failure: list[BaseException] = []
+
+    def host() -> None:
+        try:
+            ray.init(**init)
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+        finally:
+            started.set()
+        release.wait()
+
+    threading.Thread(target=host, name="mergescope-ray-host", daemon=True).start()
+    started.wait()
+    if failure:
+        release.set()
+        raise failure[0]
+    return release
+
+
 def _ray() -> Any:
     try:
         import ray
@@ -81,6 +111,7 @@ class EnginePool:
         self.options = dict(options)
         self.last_timings: dict[str, float] = {"swap_s": 0.0, "generate_s": 0.0}
         self._started_ray = False
+        self._ray_host: threading.Event | None = None
         if not ray.is_initialized():
             init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
             if address:
@@ -90,7 +121,7 @@ class EnginePool:
                 env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
                 init["runtime_env"] = {"env_vars": env}
                 init["object_store_memory"] = 256 * 2**20  # replies are small; keep /dev/shm use small
-            ray.init(**init)
+            self._ray_host = _init_ray(ray, init)
             self._started_ray = True
         gpus = ray.cluster_resources().get("GPU", 0)
         cpus = ray.cluster_resources().get("CPU", 1)
@@ -171,6 +202,9 @@ class EnginePool:
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
         self._started_ray = False
+        if getattr(self, "_ray_host", None) is not None:
+            self._ray_host.set()  # the cluster is down: its host thread may end
+            self._ray_host = None
 
     def __enter__(self) -> EnginePool:
         return self

@@ -8,6 +8,7 @@ one at a time, so a multi-gigabyte checkpoint costs a few tensors of memory to b
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -54,20 +55,56 @@ def llama_config(
     }
 
 
+# Synthetic shapes by size: (vocab, hidden) ladders tried largest first; the first whose embeddings take at most
+# half the size and whose depth is Llama-like (hidden/128 .. hidden/16 layers, at least 2) wins; the MLP width is
+# then fitted so the checkpoint lands close to the requested size.
+_VOCABS = (32000, 16384, 8192, 4096, 1024)
+_HIDDENS = (4096, 2048, 1024, 512, 256, 128, 64)
+_INTER_STEP = 16
+
+
+def _layer_params(hidden: int, inter: int) -> int:
+    """One decoder block of `llama_config` (kv heads = heads): q/k/v/o, gate/up/down, two norms."""
+    return 4 * hidden * hidden + 3 * hidden * inter + 2 * hidden
+
+
+def _fit(params: float, vocab: int, hidden: int) -> tuple[int, int]:
+    """(layers, intermediate size) that bring a (vocab, hidden) Llama closest to `params` parameters."""
+    fixed = 2 * vocab * hidden + hidden  # embeddings, lm_head, final norm
+    default_inter = _INTER_STEP * round(2.75 * hidden / _INTER_STEP)
+    layers = max(1, round((params - fixed) / _layer_params(hidden, default_inter)))
+    per_layer = (params - fixed) / layers
+    inter = round((per_layer - 4 * hidden * hidden - 2 * hidden) / (3 * hidden) / _INTER_STEP) * _INTER_STEP
+    return layers, min(max(inter, 2 * hidden), 4 * hidden)
+
+
 def config_for_size(size_bytes: int, *, bytes_per_param: int = 4) -> dict:
-    """A Llama config whose checkpoint is about `size_bytes` (hidden 1024, vocab 32000; layers fill the rest)."""
-    hidden, inter, vocab = 1024, 2816, 32000
-    per_layer = (4 * hidden * hidden + 3 * hidden * inter + 2 * hidden) * bytes_per_param
-    fixed = (2 * vocab * hidden + hidden) * bytes_per_param
-    layers = max(1, round((size_bytes - fixed) / per_layer))
-    return llama_config(
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=16,
-        num_key_value_heads=16,
-        intermediate_size=inter,
-        vocab_size=vocab,
-    )
+    """A Llama config (`llama_config`) whose checkpoint is close to `size_bytes`: from a few MB (vocab 1024, hidden
+    64) to tens of GB (vocab 32000, hidden 4096). `checkpoint_bytes` gives the size it makes."""
+    params = size_bytes / bytes_per_param
+    candidates = []
+    for vocab in _VOCABS:
+        for hidden in _HIDDENS:
+            layers, inter = _fit(params, vocab, hidden)
+            config = llama_config(
+                hidden_size=hidden,
+                num_hidden_layers=layers,
+                num_attention_heads=max(1, hidden // 64),
+                num_key_value_heads=max(1, hidden // 64),
+                intermediate_size=inter,
+                vocab_size=vocab,
+            )
+            llama_like = 2 * vocab * hidden <= params / 2 and max(2, hidden // 128) <= layers <= hidden // 16
+            if llama_like:
+                return config
+            candidates.append(config)
+    # Outside the ladders (under ~1 MB, or beyond ~100 GB): the closest shape there is.
+    return min(candidates, key=lambda c: abs(checkpoint_bytes(c, bytes_per_param) - size_bytes))
+
+
+def checkpoint_bytes(config: dict, bytes_per_param: int = 4) -> int:
+    """The weights' size of a checkpoint of `config` (safetensors headers aside)."""
+    return bytes_per_param * sum(math.prod(shape) for _name, shape in tensor_shapes(config))
 
 
 ARCHITECTURES = (

@@ -16,6 +16,8 @@ import pytest
 
 # Keep vLLM's KV cache small on this shared machine (GiB); must be set before the engine starts.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+# As `engine/__init__.py` sets it, but before any test module imports torch (OpenMP reads it when torch loads it).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")

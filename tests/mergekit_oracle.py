@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+SEED = 1234  # mergekit's `random_seed`; `mergescope merge --seed` takes the same to draw the same masks
+
 SCRIPT = """
 import json, sys, yaml
 from mergekit.config import MergeConfiguration
@@ -17,7 +19,7 @@ results = {}
 for config_path, out, copy_tokenizer in json.loads(sys.argv[1]):
     try:
         config = MergeConfiguration.model_validate(yaml.safe_load(open(config_path)))
-        run_merge(config, out, MergeOptions(quiet=True, random_seed=1234, copy_tokenizer=copy_tokenizer))
+        run_merge(config, out, MergeOptions(quiet=True, random_seed=int(sys.argv[2]), copy_tokenizer=copy_tokenizer))
         results[out] = None
     except Exception as exc:
         results[out] = f"{type(exc).__name__}: {exc}"
@@ -29,7 +31,7 @@ def run_mergekit(jobs: list[tuple[Path, Path, bool]]) -> dict[str, str | None]:
     """(config, out folder, copy tokenizer) per job -> out folder: None on success, else mergekit's error."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     payload = json.dumps([(str(c), str(o), t) for c, o, t in jobs])
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, payload], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, payload, str(SEED)], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS"))
     return json.loads(line.removeprefix("RESULTS"))

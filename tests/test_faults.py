@@ -169,7 +169,9 @@ CONFIG_CASES = {
 def test_merge_refuses_bad_config(ws, case):
     text, needles = CONFIG_CASES[case]
     config(ws, text)
-    refused_unchanged(ws, ["merge", ws / "c.yml", "--out", ws / "out", "-q"], *needles)
+    # Fields and parameters mergekit does not read are ignored with a warning by default, refused with --strict.
+    strict = ["--strict"] if case.startswith("unknown-") else []
+    refused_unchanged(ws, ["merge", ws / "c.yml", "--out", ws / "out", "-q", *strict], *needles)
 
 
 def test_config_missing(ws):

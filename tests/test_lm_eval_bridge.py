@@ -108,7 +108,8 @@ def test_transformers_backend_matches_lm_eval_hf(demo_family, variant, suites, h
     from engine.backends.hf_backend import TransformersBackend
     from engine.lm_eval_model import evaluate_suite
 
-    with TransformersBackend(demo_family.general) as backend:
+    # float32 like lm-eval's hf model on the float32 export (a bf16-capable CPU would otherwise serve bfloat16).
+    with TransformersBackend(demo_family.general, dtype="float32") as backend:
         for suite in suites:
             _assert_same(evaluate_suite(suite, backend, variant), hf_reference[suite.name], logprob_tol=1e-4)
         assert backend.swaps == 1

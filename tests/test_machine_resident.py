@@ -3,6 +3,8 @@ from resident inputs is bit-identical to the streaming merge from disk."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -103,3 +105,16 @@ def test_resident_set_reuses_fits_and_falls_back(family):
     assert off.for_config(ptm_config(base, g, {d: 0.2}), {r: opened[r] for r in (base, g, d)}) is None
     assert off.last_reason == "resident swaps are off"
     assert fits(2**30, 8 * 2**30) and not fits(2**30, 2**30 + 2**29)
+
+
+def test_engine_sets_a_passive_openmp_wait_policy_unless_the_user_chose_one():
+    import subprocess
+    import sys
+
+    code = "import os, engine, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"

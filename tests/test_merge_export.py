@@ -137,7 +137,7 @@ def _record_chunked_merges(monkeypatch) -> list[str]:
         "merge_method: breadcrumbs\nbase_model: {base}\nmodels:\n  - {{model: {general}, parameters: "
         "{{weight: 1, density: 0.6, gamma: 0.05}}}}\n  - {{model: {skill}, parameters: {{weight: 0.6, density: 0.3}}}}\n",
         "merge_method: dare_ties\nbase_model: {base}\nmodels:\n  - {{model: {general}, parameters: "
-        "{{weight: 1, density: 0.5}}}}\n  - {{model: {skill}, parameters: {{weight: 0.6}}}}\n"
+        "{{weight: 1, density: 0.5}}}}\n  - {{model: {skill}, parameters: {{weight: 0.6, density: 0.7}}}}\n"
         "parameters: {{rescale: false}}\n",  # DARE without the rescale: no second pass, still chunked
         "merge_method: breadcrumbs\nbase_model: {base}\nmodels:\n  - {{model: {general}, parameters: "
         "{{weight: 1, density: 0.6, gamma: 0.05}}}}\nparameters: {{rescale: true}}\n",
@@ -151,22 +151,23 @@ def test_chunked_merge_equals_whole_tensor_merge(family, monkeypatch, tmp_path, 
     config = load_config(yaml_text.format(**{k: str(v) for k, v in family.items()}))
     whole = dict(merge_tensors(config))
     monkeypatch.setattr(merge_module, "CHUNK_BYTES", 1000)  # every 2-D tensor goes in several row chunks
+    monkeypatch.setattr(merge_module, "HALF_WHOLE_BYTES", 0)  # statistics methods too (their multi-pass form)
     calls = _record_chunked_merges(monkeypatch)
     chunked = dict(merge_tensors(config))
     assert "model.embed_tokens.weight" in calls and "model.norm.weight" not in calls
-    # A random drop draws its masks chunk by chunk, so other draws than over the whole tensor: compare the rest.
-    random = config.merge_method.startswith("dare")
-    # slerp's and Model Stock's dot products and the L1 rescale's sums are summed chunk by chunk: equal up to that
-    # summation order.
+    # slerp's and Model Stock's dot products and the L1 rescale's sums (a random drop rescales by default) are
+    # summed chunk by chunk: equal up to that summation order. A random drop draws the whole tensor's masks chunk
+    # by chunk, each model's from where the earlier models' end: without the rescale, bit-identical.
     summed = (
         config.merge_method == "slerp"
         or (config.merge_method == "model_stock" and not config.parameters.get("filter_wise"))
         or bool(config.parameters.get("rescale"))
+        or (config.method.random and config.parameters.get("rescale", True))
     )
     for name, tensor in whole.items():
         if summed:
             torch.testing.assert_close(chunked[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
-        elif not (random and name in calls):
+        else:
             assert torch.equal(tensor, chunked[name]), name
     # the exporter writes the chunks as they come: same tensors on disk
     calls.clear()
@@ -174,6 +175,29 @@ def test_chunked_merge_equals_whole_tensor_merge(family, monkeypatch, tmp_path, 
     assert "model.embed_tokens.weight" in calls
     for name, tensor in chunked.items():
         assert torch.equal(tensor, written.get(name)), name
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_half_precision_statistics_merges_take_large_tensors_whole(family, monkeypatch, dtype):
+    """A method with whole-tensor statistics streams a large float32 tensor in row chunks (float64 sums, a few
+    chunks of memory) but merges a half-precision one whole, where only the whole computation has mergekit's
+    roundings; the elementwise task arithmetic streams either way."""
+    stock = load_config(
+        f"merge_method: model_stock\nbase_model: {family['base']}\ndtype: {dtype}\n"
+        f"models: [{{model: {family['general']}}}, {{model: {family['skill']}}}]\n"
+    )
+    linear = load_config(ta_yaml(family["base"], family["general"], family["skill"], extra=f"dtype: {dtype}\n"))
+    monkeypatch.setattr(merge_module, "CHUNK_BYTES", 1000)  # every 2-D tensor counts as large
+    calls = _record_chunked_merges(monkeypatch)
+    merged = dict(merge_tensors(stock))
+    assert ("model.embed_tokens.weight" in calls) == (dtype == "float32")
+    calls.clear()
+    dict(merge_tensors(linear))
+    assert "model.embed_tokens.weight" in calls
+    if dtype == "bfloat16":  # whole: the very tensors of the whole-tensor path
+        monkeypatch.setattr(merge_module, "CHUNK_BYTES", 2**40)
+        whole = dict(merge_tensors(stock))
+        assert all(torch.equal(whole[n], merged[n]) for n in whole)
 
 
 @pytest.mark.parametrize(("method", "extra"), [("dare_linear", ""), ("della_linear", ", epsilon: 0.1")])
@@ -186,6 +210,7 @@ def test_random_drop_in_row_chunks_keeps_density_and_one_rescale_factor(family, 
     )
     config = load_config(yml)
     monkeypatch.setattr(merge_module, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(merge_module, "HALF_WHOLE_BYTES", 0)
     calls = _record_chunked_merges(monkeypatch)
     name = "model.embed_tokens.weight"
     merged = dict(merge_tensors(config, seed=7))[name]
@@ -286,7 +311,7 @@ BAD_INPUTS = {
     "truncated": (lambda r: _truncate(_member(r, "truncated")).parent, None, ["truncated/model.safetensors", "truncated"]),
     "corrupt": (lambda r: _corrupt(_member(r, "corrupt")).parent, None, ["corrupt/model.safetensors", "header"]),
     "unknown_method": (None, "merge_method: frankenmerge\n", ["merge_method", "frankenmerge"]),
-    "unknown_param": (None, "parameters: {densty: 0.5}\n", ["densty", "unknown parameter"]),
+    "unknown_param": (None, "parameters: {densty: 0.5}\n", ["strict mode", "densty", "did you mean 'density'"]),
     "bad_value": (None, "parameters: {lambda: [{filter: mlp, value: lots}]}\n", ["parameters.lambda", "lots"]),
     "bad_yaml": (None, "models: [unclosed\n", ["invalid YAML", "line"]),
     "missing_model": (lambda r: r / "does-not-exist", None, ["does-not-exist", "no such checkpoint folder"]),
@@ -307,7 +332,8 @@ def test_bad_input_is_named_and_leaves_nothing(family, tmp_path, capsys, case):
     yml = tmp_path / "bad.yml"
     yml.write_text(text)
     out = tmp_path / "out"
-    assert cli_main(["merge", str(yml), "--out", str(out), "-q"]) == 2
+    strict = ["--strict"] if case == "unknown_param" else []  # by default such a key is ignored, as mergekit does
+    assert cli_main(["merge", str(yml), "--out", str(out), "-q", *strict]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
     for fragment in fragments:

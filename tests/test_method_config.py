@@ -1,5 +1,5 @@
 """Config-level behaviour of the merge methods: parameters mergekit accepts and ignores (warned, no effect),
-names no method reads (errors), mergekit's input counts, and mergekit's dtype semantics with our float32 option."""
+names no method reads (ignored, with a warning), mergekit's input counts, and mergekit's dtype semantics with our float32 option."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from engine.checkpoint import open_checkpoint
 from engine.cli import main as cli_main
 from engine.config import IgnoredParameterWarning, load_config
 from engine.errors import ConfigError
+from engine.merge import merge_tensors
 from engine.methods import METHODS
 from engine.synthetic import llama_config, write_family
 
@@ -63,9 +64,43 @@ def test_model_stock_ignores_per_model_weights(fam):
     assert [str(w.message) for w in caught] == list(config.ignored) and len(config.ignored) == 2
 
 
-def test_a_parameter_no_method_reads_is_an_error():
-    with pytest.raises(ConfigError, match="'densty'.*no mergekit method reads it"):
-        load_config("merge_method: slerp\nbase_model: x\nmodels: [{model: y}]\nparameters: {t: 0.5, densty: 1}\n")
+def test_fields_mergekit_does_not_read_are_ignored_with_a_warning_and_change_nothing(fam):
+    """mergekit's pydantic models drop unknown keys and its methods read parameters by name: real configs carry
+    strays (out_path, a per-model revision, a misspelt parameter) and run there. Here too, each named in a warning
+    (with the likely spelling), and the merge is the one without them."""
+    clean = (f"merge_method: ties\nbase_model: {fam['base']}\nmodels:\n"
+             f"  - {{model: {fam['a']}, parameters: {{weight: 0.6, density: 0.5}}}}\n"
+             f"  - {{model: {fam['b']}, parameters: {{weight: 0.4, density: 0.7}}}}\n")  # fmt: skip
+    stray = (f"merge_method: ties\nbase_model: {fam['base']}\nout_path: ./merged\nmodels:\n"
+             f"  - {{model: {fam['a']}, revision: main, parameters: {{weight: 0.6, density: 0.5, densty: 0.1}}}}\n"
+             f"  - {{model: {fam['b']}, parameters: {{weight: 0.4, density: 0.7}}}}\n"
+             "parameters: {smooth: true}\n")  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = load_config(stray)
+    notes = [str(w.message) for w in caught]
+    assert notes == list(config.ignored) and len(notes) == 4
+    assert any("'out_path'" in n for n in notes)
+    assert any("'revision'" in n and "repo@revision" in n for n in notes)
+    assert any("'densty'" in n and "did you mean 'density'" in n for n in notes)
+    assert any("'smooth'" in n and "no mergekit method reads it" in n for n in notes)
+    ours, reference = dict(merge_tensors(config)), dict(merge_tensors(load_config(clean)))
+    assert ours.keys() == reference.keys()
+    assert all(torch.equal(ours[n], reference[n]) for n in reference)
+
+
+def test_modules_default_is_the_top_level_form(fam):
+    """`modules: {default: ...}` (mergekit's form for a model with one layer stack) merges as the same keys at the
+    top level; module parameters override the top-level ones."""
+    models = f"[{{model: {fam['a']}, parameters: {{weight: 0.3}}}}, {{model: {fam['b']}, parameters: {{weight: 0.7}}}}]"
+    top = load_config(f"merge_method: linear\nmodels: {models}\nparameters: {{normalize: false}}\n")
+    lifted = load_config(
+        f"merge_method: linear\nparameters: {{normalize: true}}\nmodules:\n  default:\n    models: {models}\n"
+        "    parameters: {normalize: false}\n"
+    )
+    assert lifted == top
+    ours, reference = dict(merge_tensors(lifted)), dict(merge_tensors(top))
+    assert all(torch.equal(ours[n], reference[n]) for n in reference)
 
 
 @pytest.mark.parametrize(

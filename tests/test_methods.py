@@ -206,8 +206,9 @@ def test_parameter_resolution_follows_mergekit():
     ],
 )
 def test_config_errors_name_the_field(text, field):
+    # strict: keys mergekit ignores (`wieght`, `extra`, `bogus`) are refused too, not only warned about
     with pytest.raises(ConfigError, match=field):
-        load_config(text)
+        load_config(text, strict=True)
 
 
 def test_missing_required_weight_names_model_and_tensor():
@@ -299,3 +300,51 @@ def test_streamed_form_equals_whole_tensor_form(method):
     streamed = torch.cat(list(m.stream(read_chunks, base.numel(), mp, params)))
     assert torch.allclose(streamed, whole, atol=1e-5), (streamed - whole).abs().max()
     assert not torch.allclose(whole, base)
+
+
+@pytest.mark.parametrize("density, splits, edge", [(0.3, False, None), (0.5, True, None), (0.5, True, 0)])
+def test_sce_streamed_weights_with_tied_variances(density, splits, edge, monkeypatch):
+    """SCE's streamed form sums the weights' squares during its second counting pass; with many equal variances
+    (quantized deltas: ties at the threshold, kept in index order) it still gives the top-k selection's merge,
+    also when the threshold's bucket holds more entries than it keeps aside (`edge` 0: a pass of their own)."""
+    import engine.methods.sce as sce
+    from engine.methods.sce import _combine, _count, _variance, _weights
+
+    if edge is not None:
+        monkeypatch.setattr(sce, "EDGE_ENTRIES", edge)
+
+    gen = torch.Generator().manual_seed(5)
+    base = torch.randn(60, 16, generator=gen)
+    tensors = [base + 0.25 * torch.randint(-2, 3, (60, 16), generator=gen).float() for _ in range(3)]
+    m = METHODS["sce"]
+
+    def read_chunks():
+        for start in range(0, 60, 7):
+            yield base[start : start + 7], [t[start : start + 7] for t in tensors]
+
+    streamed = torch.cat(list(m.stream(read_chunks, base.numel(), [{}] * 3, {"select_topk": density})))
+    deltas = torch.stack([t - base for t in tensors])
+    variance = _variance(deltas).reshape(-1)
+    k = _count(torch.count_nonzero(variance), density)
+    order = torch.sort(variance, descending=True, stable=True).indices  # ties in index order
+    # 0.5: the threshold splits a run of equal variances (the first ones in index order are kept); 0.3: it does not
+    assert bool(variance[order[k - 1]] == variance[order[k]]) == splits
+    keep = torch.zeros(variance.numel())
+    keep[order[:k]] = 1
+    deltas = deltas * keep.reshape(base.shape)
+    weights = _weights(deltas.double().square().reshape(3, -1).sum(dim=1) / base.numel())
+    assert torch.allclose(streamed, _combine(base, deltas, weights), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(7,), (5, 9), (3, 6, 4)])
+def test_della_ranks_are_mergekits(shape):
+    """DELLA's keep probabilities from mergekit's ranks (argsort of the argsort along dim 1), drawn alike."""
+    from engine.methods._task_vectors import keep_ranked
+
+    delta = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    rows = delta if delta.dim() >= 2 else delta.unsqueeze(0)
+    ranks = torch.argsort(rows.abs(), dim=1).argsort(dim=1).float() + 1
+    lo, hi = ranks.min(dim=1, keepdim=True).values, ranks.max(dim=1, keepdim=True).values
+    probs = 0.3 + ((ranks - lo) / (hi - lo)).clamp(0, 1) * 2 * 0.2
+    want = torch.bernoulli(probs, generator=torch.Generator().manual_seed(1)).reshape(shape)
+    assert torch.equal(keep_ranked(delta, 0.5, 0.2, generator=torch.Generator().manual_seed(1)), want)

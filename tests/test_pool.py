@@ -75,3 +75,27 @@ def test_two_ray_workers_match_one_engine(demo_family, tmp_path):
     assert set(pool_rows) == set(single_rows)
     for label, row in single_rows.items():
         assert pool_rows[label] == row, label  # same stored scores, per-item outcomes and replies
+
+
+@pytest.mark.slow
+def test_a_pool_started_from_a_thread_outlives_that_thread(demo_family):
+    """The dashboard starts its sweep pool from a warm-up thread that then ends; Ray ties its head processes to the
+    starting thread, so the pool must keep its cluster after that thread is gone."""
+    import threading
+
+    from engine.backends.base import GenerationSettings
+    from engine.pool import EnginePool
+
+    pools: list[EnginePool] = []
+    starter = threading.Thread(
+        target=lambda: pools.append(EnginePool(demo_family.general, 1, {"kind": "transformers"}))
+    )
+    starter.start()
+    starter.join()
+    assert len(pools) == 1, "the pool did not start"
+    with pools[0] as pool:
+        prompt = [{"role": "user", "content": "What is 2 + 3?"}]
+        replies = pool.generate(None, [prompt, prompt], GenerationSettings(max_tokens=8))
+        assert len(replies) == 2 and replies[0] == replies[1]
+        assert ray.is_initialized()
+    assert not ray.is_initialized()

@@ -1,12 +1,15 @@
 """Resident swaps in the real engines: a sweep's checkpoints stay in engine memory, the swap says which path it
 took, and the replies are exactly those of the streaming path (which itself matches a fresh engine on the
-exported checkpoint: bench/sweep_bench.py checks that at every size)."""
+exported checkpoint: bench/sweep_bench.py checks that at every size). In vLLM a task-arithmetic swap is written
+straight into the served parameters (path "direct"): the weights it serves are bit for bit those vLLM's own
+loader serves from the exported checkpoint."""
 
 from __future__ import annotations
 
 import pytest
 
 from engine.backends import GenerationSettings, make_backend
+from engine.backends.machine import serving_dtype
 
 GREEDY = GenerationSettings(max_tokens=16, temperature=0.0)
 
@@ -34,7 +37,7 @@ def _replies_both_paths(backend, family) -> tuple[list[str], list[str], list[str
     general = backend.generate(None, prompts, GREEDY)
     mode = backend.resident_mode
     resident = backend.generate(variant, prompts, GREEDY)
-    assert backend.swap_path == "resident", backend.swap_reason
+    assert backend.swap_path in ("direct", "resident"), backend.swap_reason
     backend.generate(None, prompts, GREEDY)  # swap away, so the next call swaps the variant in again
     try:
         backend.resident_mode = "off"
@@ -53,10 +56,44 @@ def test_vllm_resident_swap_matches_streaming(vllm_backend, demo_family):
     assert resident != general  # the variant really is another model
 
 
+def _as_is(path) -> object:
+    """A config that serves one checkpoint as it is (the backends load it through vLLM's own loader)."""
+    from engine.config import config_from_dict
+
+    return config_from_dict({"merge_method": "linear", "models": [{"model": str(path), "parameters": {"weight": 1.0}}]})
+
+
+@pytest.mark.vllm
+def test_vllm_direct_swap_serves_the_exported_checkpoints_weights(vllm_backend, demo_family, tmp_path):
+    from engine.export import export_merge
+
+    prompts = _prompts(demo_family)
+    variant = _ptm(demo_family, 0.6)
+    vllm_backend.generate(None, prompts, GREEDY)
+    general = vllm_backend.served_digests()
+    direct = vllm_backend.generate(variant, prompts, GREEDY)
+    assert vllm_backend.swap_path == "direct", vllm_backend.swap_reason
+    assert vllm_backend.swap_detail["write_s"] > 0
+    written = vllm_backend.served_digests()
+    assert written != general  # the digests do see a change of weights
+    # vLLM's own path on the exported files: reload_weights runs its loaders and re-packs every layer.
+    exported = export_merge(variant, tmp_path / "merged")
+    loaded = vllm_backend.generate(_as_is(exported), prompts, GREEDY)
+    assert vllm_backend.served_digests() == written
+    assert loaded == direct
+    # Direct swaps after vLLM's own reload: another variant, then back; the same weights (nothing left over).
+    vllm_backend.generate(_ptm(demo_family, 0.2), prompts[:1], GREEDY)
+    assert vllm_backend.swap_path == "direct"
+    assert vllm_backend.served_digests() != written
+    assert vllm_backend.generate(variant, prompts, GREEDY) == direct
+    assert vllm_backend.served_digests() == written
+
+
 def test_transformers_resident_swap_matches_streaming(demo_family):
     backend = make_backend(demo_family.general, kind="transformers")
     try:
-        assert backend.dtype == "float32" or backend.device.type == "cuda"
+        # The machine's choice (float32 on a CPU without native bf16, bfloat16 on a bf16-capable CPU or a GPU).
+        assert backend.dtype == serving_dtype(None, demo_family.general, device=backend.device.type)
         general, resident, streamed = _replies_both_paths(backend, demo_family)
         assert resident == streamed and resident != general
         assert backend.describe()["swap_path"] == "streaming"

@@ -13,10 +13,6 @@ from engine.synthetic import llama_config, write_family
 BAD = {
     "slices: [{sources: [{model: A, layer_range: [2, 1]}]}]\nmerge_method: passthrough": "layer_range",
     "slices: [{sources: [{model: A}]}]\nmerge_method: passthrough": "needs a 'layer_range'",
-    "slices: [{sources: [{model: A, layer_range: [0, 1]}], merge_method: ties}]\nmerge_method: passthrough":
-        "unknown field(s) merge_method",
-    "slices: [{sources: [{model: A, layer_range: [0, 1]}], residual_weight: 0.5}]\nmerge_method: passthrough":
-        "residual_weight",
     "slices: [{sources: [{model: A, layer_range: [0, 1]}, {model: B, layer_range: [0, 1]}]}]\n"
     "merge_method: passthrough": "exactly one source",
     "slices: [{sources: [{model: A, layer_range: [0, 2]}, {model: B, layer_range: [0, 1]}]}]\n"
@@ -30,6 +26,10 @@ BAD = {
     "models: [{model: A, parameters: {weight: 1}}]\nmerge_method: linear\ntokenizer: {pad_to_multiple_of: 0}":
         "pad_to_multiple_of",
     "models: [{model: A}, {model: B}]\nmerge_method: passthrough": "exactly one model",
+    "merge_method: linear\nmodules:\n  text_decoder:\n    models: [{model: A, parameters: {weight: 1}}]\n":
+        "only the single 'default' module",
+    "merge_method: linear\nmodules:\n  default:\n    models: [{model: A, parameters: {weight: 1}}]\n"
+    "models: [{model: A, parameters: {weight: 1}}]\n": "exactly one of 'models', 'slices' or 'modules'",
 }  # fmt: skip
 
 

@@ -2,7 +2,7 @@
 
 Under tensor parallel every rank holds its own resident inputs and vLLM's own loaders cut each rank's shard of the
 fused qkv / gate_up weights, so a swapped tp=2 engine must answer exactly like a fresh tp=2 engine started on
-the exported checkpoint, on both swap paths."""
+the exported checkpoint, on every swap path (direct: each rank writes its own shard)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_tp2_swap_matches_a_fresh_tp2_engine_on_the_export(demo_family, tmp_path
     variant = ptm_config(str(demo_family.base), str(demo_family.general), {str(skill): 0.6})
     with VLLMBackend(demo_family.general, tensor_parallel_size=2) as backend:
         resident = backend.generate(variant, prompts, GREEDY)
-        assert backend.swap_path == "resident", backend.swap_reason
+        assert backend.swap_path in ("direct", "resident"), backend.swap_reason
         backend.generate(None, prompts, GREEDY)
         backend.resident_mode = "off"
         streamed = backend.generate(variant, prompts, GREEDY)

@@ -6,8 +6,9 @@ This module only assembles the page: each tab's layout, handlers and wiring live
 share (path policy, engine holder, store, defaults) is `ui.context.AppContext`.
 
 Engine work is serialized: every event that touches the serving engine shares one Gradio queue
-(`concurrency_id="engine"`, limit 1), and the backend's own lock keeps swap + generation atomic. Each browser tab
-has its own `Session` in `gr.State`.
+(`concurrency_id="engine"`, limit 1), and the backend's own lock keeps swap + generation atomic. With a sweep pool
+(`sweep_backend_factory`: N engines as Ray actors, `mergescope ui --workers N`) sweeps run there, on a queue of
+their own, while chat and A/B keep the one engine. Each browser tab has its own `Session` in `gr.State`.
 """
 
 from __future__ import annotations
@@ -57,10 +58,12 @@ def build_app(
     family: Any | None = None,
     default_weights: str = DEFAULT_WEIGHTS,
     warm_up: bool = False,
+    sweep_backend_factory: Callable[[Path], Backend] | None = None,
 ) -> gr.Blocks:
     """The dashboard. Pass a running `backend` (tests share one) or a `backend_factory(start_model)` (started on
     first use, or at once in the background with `warm_up`, on the family's general model). `family`: the demo
-    family the page opens on (None: empty fields)."""
+    family the page opens on (None: empty fields). `sweep_backend_factory`: the engines sweeps run on instead (an
+    `engine.pool.EnginePool`), started like the chat's engine; chat and A/B keep `backend`."""
     ResultStore(store_path).close()  # fail at start, not at the first sweep, if the store cannot be opened
     ctx = AppContext(
         store_path=Path(store_path),
@@ -68,9 +71,13 @@ def build_app(
         engine=EngineHolder(backend, backend_factory),
         defaults=Defaults(family),
         default_weights=default_weights,
+        pool=EngineHolder(None, sweep_backend_factory) if sweep_backend_factory else None,
     )
-    if warm_up and backend is None and ctx.defaults.general:
-        ctx.engine.warm_up(ctx.defaults.general)
+    if warm_up and ctx.defaults.general:
+        if backend is None:
+            ctx.engine.warm_up(ctx.defaults.general)
+        if ctx.pool is not None:
+            ctx.pool.warm_up(ctx.defaults.general)
 
     with gr.Blocks(title="mergescope") as app:
         ui = SimpleNamespace(app=app, session=gr.State(Session()))
@@ -87,6 +94,8 @@ def build_app(
 
     app.mergescope_downloads = ctx.downloads  # type: ignore[attr-defined]
     app.mergescope_engine = ctx.engine  # type: ignore[attr-defined]
+    app.mergescope_close_engines = ctx.close_engines  # type: ignore[attr-defined]
+    app.mergescope_context = ctx  # type: ignore[attr-defined]
     app.mergescope_roots = ctx.policy.roots  # type: ignore[attr-defined]
     return app
 

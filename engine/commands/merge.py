@@ -62,7 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept .bin/.pt pickle checkpoints (loaded with torch.load(weights_only=True))",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random methods (DARE, DELLA)")
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="seed of the random methods (DARE, DELLA); the same N as mergekit's --random-seed draws its masks",
+    )  # fmt: skip
     parser.add_argument(
         "--threads",
         type=int,
@@ -70,6 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CPU threads for tensor math (default: half the cores, at most 8). Most of a merge is memory-bound; "
         "more threads than free cores makes it much slower",
     )
+    parser.add_argument(
+        "--strict", action="store_true",
+        help="refuse a config with fields or parameters the merge does not read (mergekit ignores them, and so "
+        "does this command by default, with a warning naming each)",
+    )  # fmt: skip
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
@@ -112,7 +120,7 @@ def run(args: argparse.Namespace, *, err: TextIO | None = None) -> int:
         raise MergeError(f"--device {args.device}: no CUDA device is available here")
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"--device {args.device}: only cpu and cuda are supported")
-    config = load_config(Path(args.config))  # always a file here, whatever its suffix
+    config = load_config(Path(args.config), strict=args.strict)  # always a file here, whatever its suffix
     if args.compute_dtype:
         config = dataclasses.replace(config, compute_dtype=args.compute_dtype)
     if args.threads < 1:

@@ -213,10 +213,20 @@ RANK_SELECTORS: dict[Callable[..., torch.Tensor], Callable[..., Selector]] = {
 }
 
 
+def work_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:
+    """The dtype mergekit 0.1.5 draws and rescales DARE/DELLA masks in: the compute dtype, except on the CPU,
+    where float16 and float64 deltas go through float32 (bfloat16 stays)."""
+    if torch.device(device).type != "cpu" or dtype == torch.bfloat16:
+        return dtype
+    return torch.float32
+
+
 def keep_random(delta: torch.Tensor, density: float, generator: torch.Generator | None = None, **_: Any):
-    """DARE: keep each entry independently with probability `density`. (uniform < p: the same law as a Bernoulli
-    draw, ~4x faster on the CPU.)"""
-    return (torch.rand(delta.shape, generator=generator, device=delta.device) < density).to(delta.dtype)
+    """DARE: keep each entry independently with probability `density`, as mergekit draws it: one Bernoulli draw
+    per entry, in memory order, with `density` in the work dtype (`work_dtype`). The CPU draws serially, so
+    row chunks drawn one after another from one generator get the whole tensor's mask."""
+    p = torch.full(delta.shape, density, dtype=work_dtype(delta.dtype, delta.device), device=delta.device)
+    return torch.bernoulli(p, generator=generator)
 
 
 def keep_ranked(
@@ -227,19 +237,47 @@ def keep_ranked(
     **_: Any,
 ) -> torch.Tensor:
     """DELLA (MagPrune): keep probability rises linearly with magnitude rank within each row, from
-    density − ε (smallest) to density + ε (largest)."""
+    density − ε (smallest) to density + ε (largest); ranks, probabilities and draws as mergekit computes them
+    (the ranks sorted in the compute dtype, the probabilities in the work dtype)."""
     if density <= 0:
         return torch.zeros_like(delta)
     if not (density - epsilon > 0 and density + epsilon < 1):
         raise ValueError(f"epsilon {epsilon} must keep density ± epsilon inside (0, 1) (density {density})")
+    work = work_dtype(delta.dtype, delta.device)
     rows = delta if delta.dim() >= 2 else delta.unsqueeze(0)
-    ranks = rows.abs().argsort(dim=1).argsort(dim=1).to(torch.float32) + 1
+    # mergekit's ranks are argsort(argsort(|delta|)): the second is the first's inverse permutation, a scatter.
+    order = torch.argsort(rows.abs(), dim=1, descending=False)
+    shape = (1, rows.shape[1], *[1] * (rows.dim() - 2))
+    positions = torch.arange(rows.shape[1], device=rows.device).view(shape).expand_as(order)
+    ranks = torch.empty_like(order).scatter_(1, order, positions).to(work) + 1
     lo = ranks.min(dim=1, keepdim=True).values
     hi = ranks.max(dim=1, keepdim=True).values
     position = ((ranks - lo) / (hi - lo)).clamp(0, 1)
     probs = (density - epsilon) + position * 2 * epsilon
-    keep = torch.rand(probs.shape, generator=generator, device=probs.device) < probs
-    return keep.to(delta.dtype).reshape(delta.shape)
+    return torch.bernoulli(probs, generator=generator).reshape(delta.shape)
+
+
+def draws(sparsifier: Sparsifier, density: float) -> bool:
+    """Whether a random sparsifier draws for this density (mergekit returns early at density >= 1, and DELLA at
+    density <= 0; DARE draws even at 0)."""
+    return density < 1 and (sparsifier is keep_random or density > 0)
+
+
+def advance(generator: torch.Generator, count: int, dtype: torch.dtype, device: torch.device | str) -> None:
+    """Move `generator` past `count` Bernoulli draws with probabilities of `dtype` (the draws a skipped mask
+    would have taken), in pieces of bounded memory. On the CPU a float32 uniform draw takes the generator's state
+    exactly as far as a Bernoulli draw with float probabilities (one 32-bit word each) at a third of the cost."""
+    cpu = torch.device(device).type == "cpu" and dtype != torch.float64
+    piece = torch.empty((min(count, 1 << 20),), dtype=torch.float32 if cpu else dtype, device=device)
+    if not cpu:
+        piece.fill_(0.5)
+    while count > 0:
+        n = min(count, piece.numel())
+        if cpu:
+            piece[:n].uniform_(generator=generator)
+        else:
+            torch.bernoulli(piece[:n], generator=generator)
+        count -= n
 
 
 # Random drops: independent per entry (DARE) or per row (DELLA), so row chunks can draw their own masks.
@@ -325,6 +363,69 @@ def combine(base: torch.Tensor, deltas: torch.Tensor, weights: list[float], para
     return mixed.add_(base)
 
 
+class RandomMasks:
+    """The sparse models' random masks for one tensor, drawn as mergekit draws them from its one seeded stream:
+    model after model, each over the whole tensor. A whole tensor (one chunk) draws them in that order from
+    `generator` itself; row chunks draw each model's from a generator of its own, started where the earlier
+    models' draws end (`advance`), so chunk after chunk they give the whole-tensor masks. `rewind` restarts every
+    model's draws (the merging pass after the rescale sums: a whole tensor's masks are kept and given again, row
+    chunks' drawn again); `finish` leaves `generator` after all of them, where mergekit's next tensor starts."""
+
+    def __init__(self, sparsifier: Sparsifier, densities: list[float], extras: list[dict[str, float]], numel: int,
+                 generator: torch.Generator | None, whole: bool) -> None:  # fmt: skip
+        self.sparsifier, self.densities, self.extras = sparsifier, densities, extras
+        self.numel, self.generator, self.whole = numel, generator, whole
+        self.drawing = [draws(sparsifier, d) for d in densities]
+        self.gens: list[torch.Generator | None] | None = None
+        self.starts: list[torch.Tensor] = []
+        self.kept: dict[int, torch.Tensor] = {}  # a whole tensor's masks, given again after `rewind`
+        self.replay = False
+
+    def _start(self, delta: torch.Tensor) -> None:
+        if self.generator is None:  # unseeded: a fresh stream, still the same masks in every pass
+            self.generator = torch.Generator(device=delta.device)
+            self.generator.seed()
+        if self.whole:
+            self.gens = [self.generator] * len(self.densities)
+            return
+        cursor = torch.Generator(device=delta.device)
+        cursor.set_state(self.generator.get_state())
+        work = work_dtype(delta.dtype, delta.device)
+        last = max((i for i, on in enumerate(self.drawing) if on), default=-1)
+        self.gens = []
+        for i in range(len(self.densities)):
+            gen = torch.Generator(device=delta.device)
+            gen.set_state(cursor.get_state())
+            self.gens.append(gen)
+            self.starts.append(gen.get_state())
+            if self.drawing[i] and i < last:
+                advance(cursor, self.numel, work, delta.device)
+
+    def mask(self, i: int, delta: torch.Tensor) -> torch.Tensor:
+        if self.replay:
+            return self.kept[i]
+        if self.gens is None:
+            self._start(delta)
+        mask = self.sparsifier(delta, self.densities[i], generator=self.gens[i], **self.extras[i])
+        if self.whole:
+            self.kept[i] = mask
+        return mask
+
+    def rewind(self) -> None:
+        if self.whole:
+            self.replay = bool(self.kept)
+            return
+        if self.gens is None:
+            return
+        for gen, state in zip(self.gens, self.starts, strict=True):
+            gen.set_state(state)
+
+    def finish(self) -> None:
+        last = max((i for i, on in enumerate(self.drawing) if on), default=-1)
+        if self.gens is not None and not self.whole and last >= 0:
+            self.generator.set_state(self.gens[last].get_state())
+
+
 def stream_merge(
     read_chunks: ReadChunks,
     numel: int,
@@ -341,21 +442,18 @@ def stream_merge(
       - rank selection (TIES, breadcrumbs): two counting passes find each model's exact magnitude thresholds
         (`TopK`, `Band`);
       - with the L1 rescale: one pass draws every chunk's masks and sums |delta| before and after the drop over the
-        whole tensor; the masks are then rewound (random ones by resetting the generator), so the merging pass
+        whole tensor; the masks are then rewound (random ones by resetting the generators), so the merging pass
         draws the very same masks and scales each model's kept deltas by one whole-tensor factor;
-      - the merging pass, chunk by chunk."""
+      - the merging pass, chunk by chunk.
+    Masks are applied and rescaled in mergekit's work dtype (`work_dtype` for the random drops, else the compute
+    dtype); a whole tensor's L1 sums are mergekit's own sum calls, row chunks' are summed in float64."""
     densities = [float(p.get("density", 1.0)) for p in model_params]
     extras = [{k: float(p[k]) for k in ("gamma", "epsilon") if k in p} for p in model_params]
     sparse = [sparsifier is not None and d < 1 for d in densities]  # mergekit leaves a density-1 delta untouched
+    finish = None
     if sparsifier in RANDOM_SPARSIFIERS:
-        start = generator.get_state() if generator is not None else None
-
-        def keep_mask(i: int, delta: torch.Tensor) -> torch.Tensor:
-            return sparsifier(delta, densities[i], generator=generator, **extras[i])
-
-        def rewind() -> None:
-            if generator is not None:
-                generator.set_state(start)
+        masks = RandomMasks(sparsifier, densities, extras, numel, generator, whole)
+        keep_mask, rewind, finish = masks.mask, masks.rewind, masks.finish
     else:
         make = RANK_SELECTORS.get(sparsifier)
         if whole and make is not None:  # one chunk: mergekit's sort, so that ties are kept as it keeps them
@@ -371,18 +469,24 @@ def stream_merge(
                 if selector is not None:
                     selector.rewind()
 
-    factors = [1.0] * len(model_params)
+    factors: list[torch.Tensor | None] = [None] * len(model_params)
     if params.get("rescale") and any(sparse):
-        before, after = [0.0] * len(factors), [0.0] * len(factors)
-        dtype = torch.float32
+        sums: list[list[Any]] = [[0.0, 0.0] for _ in factors]
+        work = torch.float32
         for base, tensors in read_chunks():
-            dtype = base.dtype
             for i, tensor in enumerate(tensors):
                 if sparse[i]:
                     delta = tensor - base
-                    before[i] += float(delta.abs().sum(dtype=torch.float64))
-                    after[i] += float((delta * keep_mask(i, delta)).abs().sum(dtype=torch.float64))
-        factors = [_rescale_factor(b, a, dtype) for b, a in zip(before, after, strict=True)]
+                    mask = keep_mask(i, delta)
+                    work = mask.dtype
+                    delta = delta.to(work)
+                    kept = delta * mask
+                    if whole:
+                        sums[i] = [delta.abs().sum(), kept.abs().sum()]
+                    else:
+                        sums[i][0] += float(delta.abs().sum(dtype=torch.float64))
+                        sums[i][1] += float(kept.abs().sum(dtype=torch.float64))
+        factors = [_rescale_factor(b, a, work) for b, a in sums]
         rewind()
     weights = [float(p["weight"]) for p in model_params]
     for base, tensors in read_chunks():
@@ -390,17 +494,23 @@ def stream_merge(
         for i, tensor in enumerate(tensors):
             torch.sub(tensor, base, out=deltas[i])
             if sparse[i]:
-                deltas[i].mul_(keep_mask(i, deltas[i]))
-                if factors[i] != 1.0:
-                    deltas[i].mul_(factors[i])
+                mask = keep_mask(i, deltas[i])
+                kept = deltas[i] if mask.dtype == deltas.dtype else deltas[i].to(mask.dtype)
+                kept.mul_(mask)
+                if factors[i] is not None:
+                    kept.mul_(factors[i])
+                if kept is not deltas[i]:
+                    deltas[i].copy_(kept)
         yield combine(base, deltas, weights, params, consensus)
+    if finish is not None:
+        finish()
 
 
-def _rescale_factor(before: float, after: float, dtype: torch.dtype) -> float:
-    """L1 before / after the drop, with both norms and their ratio rounded to the compute dtype as mergekit
-    computes them (so a half-precision merge scales by the very same half value)."""
-    b, a = torch.tensor(before, dtype=dtype), torch.tensor(after, dtype=dtype)
-    return float(b / a) if b >= 1e-7 and a >= 1e-7 else 1.0
+def _rescale_factor(before: Any, after: Any, dtype: torch.dtype) -> torch.Tensor | None:
+    """L1 before / after the drop in the work dtype, as mergekit computes it (None: no rescale, when either norm
+    is below 1e-7). Norms given as floats (row chunks summed in float64) are rounded to the work dtype first."""
+    b, a = (x if isinstance(x, torch.Tensor) else torch.as_tensor(x, dtype=dtype) for x in (before, after))
+    return b / a if b >= 1e-7 and a >= 1e-7 else None
 
 
 def _count(read_chunks: ReadChunks, selectors: list[Selector | None]) -> None:

@@ -3,7 +3,8 @@ the nonzero variances), Calculate per-model weights from the deltas' mean square
 disagrees with the weighted-sum election, and average the rest with those weights.
 
 Whole-tensor figures (the variance top-k, the mean squares) make the streamed form multi-pass: two counting passes
-settle the variance threshold exactly (`TopK`), one sums each model's squares, the last merges.
+settle the variance threshold exactly (`TopK`), the second summing each model's squares over the selection too;
+the last merges.
 """
 
 from __future__ import annotations
@@ -74,6 +75,46 @@ def merge(
     return _combine(base, deltas, _weights(mean_squares))
 
 
+# How many entries of the threshold's bucket the second counting pass keeps aside (index order, low bits and
+# squared deltas) to settle the weights without a pass of their own; beyond it, the weights take their pass.
+EDGE_ENTRIES = 1 << 20
+
+
+class _Squares:
+    """Each model's squared deltas summed over the selection, gathered during the second counting pass: the
+    entries above the threshold's bucket are selected whatever the threshold, and those inside it are kept aside
+    until it is settled (the ones equal to it are selected first in index order, as `TopK.mask` selects them)."""
+
+    def __init__(self, selector: TopK) -> None:
+        self.selector = selector
+        self.above: torch.Tensor | None = None
+        self.low: list[torch.Tensor] = []
+        self.squares: list[torch.Tensor] = []
+        self.kept = 0
+
+    def feed(self, variance: torch.Tensor, deltas: torch.Tensor) -> None:
+        bits = TopK.bits(variance)
+        high = bits >> 16
+        squares = deltas.double().square().reshape(len(deltas), -1)
+        above = torch.where(high > self.selector.bucket, squares, 0).sum(dim=1).cpu()
+        self.above = above if self.above is None else self.above + above
+        if self.kept > EDGE_ENTRIES:
+            return
+        edge = high == self.selector.bucket
+        self.low.append((bits[edge] & 0xFFFF).cpu())
+        self.squares.append(squares[:, edge].cpu())
+        self.kept += len(self.low[-1])
+
+    def total(self) -> torch.Tensor | None:
+        """After `settle_low`: the summed squares per model (None when too many entries shared the bucket)."""
+        if self.kept > EDGE_ENTRIES or self.above is None:
+            return None
+        low, squares = torch.cat(self.low), torch.cat(self.squares, dim=1)
+        threshold = self.selector.threshold & 0xFFFF
+        ties = (low == threshold).nonzero().flatten()[: self.selector.ties_settled]
+        return self.above + squares[:, low > threshold].sum(dim=1) + squares[:, ties].sum(dim=1)
+
+
 def stream(
     read_chunks: ReadChunks,
     numel: int,
@@ -81,8 +122,12 @@ def stream(
     params: dict[str, Any],
     generator: torch.Generator | None = None,
 ) -> Iterator[torch.Tensor]:
+    """Pass 1 counts the variances' high bits (and the nonzero ones, for k), pass 2 their low bits within the
+    threshold's bucket and, with them, each model's squared deltas over the selection (so the weights need no pass
+    of their own), pass 3 merges."""
     density = float(params["select_topk"])
     selector = None
+    squares = None
     if 0 < density < 1:
         selector = TopK(numel, k=numel)  # k is set once the nonzero variances are counted
         nonzero = 0
@@ -93,9 +138,14 @@ def stream(
         selector.set_count(_count(torch.tensor(nonzero), density))
         if not selector.trivial:
             selector.settle_high()
+            gathered = _Squares(selector)
             for base, tensors in read_chunks():
-                selector.feed_low(_variance(_deltas(base, tensors)))
+                deltas = _deltas(base, tensors)
+                variance = _variance(deltas)
+                selector.feed_low(variance)
+                gathered.feed(variance, deltas)
             selector.settle_low()
+            squares = gathered.total()
 
     def selected() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if selector is not None:
@@ -106,8 +156,11 @@ def stream(
                 deltas = deltas * (selector.mask(_variance(deltas)) if selector else 0)
             yield base, deltas
 
-    sums = chunk_stats(selected, lambda base, deltas: deltas.double().square().reshape(len(deltas), -1).sum(dim=1).cpu())
-    weights = _weights(sums / numel)
+    if squares is None:
+        squares = chunk_stats(
+            selected, lambda base, deltas: deltas.double().square().reshape(len(deltas), -1).sum(dim=1).cpu()
+        )
+    weights = _weights(squares / numel)
     for base, deltas in selected():
         yield _combine(base, deltas, weights)
 

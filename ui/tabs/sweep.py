@@ -15,7 +15,7 @@ import yaml
 from engine.errors import ConfigError, MergescopeError
 from engine.store import stable_hash
 from ui import figures
-from ui.context import ENGINE_EVENT, AppContext, readable
+from ui.context import AppContext, readable
 from ui.page_js import PLOT_CLICK_BOX
 from ui.paths import parse_named_lines
 from ui.state import Session, row_from_result
@@ -259,9 +259,10 @@ def run(ctx: AppContext, session: Session, y_metric, inputs, progress):
     total = len(prepared.points)
     # Suites whose prompts do not all fit the model's context: said with every status, under it.
     notes = "".join(f"\n\n⚠ context: {line}" for line in prepared.fit_warnings())
-    progress((0, total), desc="starting the engine" if not ctx.engine.started else "sweeping")
+    holder = ctx.sweep_engine
+    progress((0, total), desc="sweeping" if holder.started else "starting the engine")
     yield sweep_outputs(session, y_metric, f"Sweeping {total} points…{notes}")
-    backend = ctx.engine.get(spec.general)
+    backend = holder.get(spec.general)
     with ctx.open_store() as store:
         for i, result in enumerate(run_sweep(prepared, backend, store)):
             session.upsert(row_from_result(result))
@@ -477,7 +478,7 @@ def wire(ctx: AppContext, ui: SimpleNamespace) -> None:
 
     inputs = [ui.session, s.y_metric, *spec_inputs(ui)]
     outputs = sweep_output_components(ui)
-    s.run_btn.click(run_sweep_ui, inputs, outputs, api_name="sweep", **ENGINE_EVENT)
+    s.run_btn.click(run_sweep_ui, inputs, outputs, api_name="sweep", **ctx.sweep_event)
     s.reopen_btn.click(reopen_ui, inputs, outputs, api_name="reopen")
     s.grid.change(lambda on: gr.update(open=bool(on)), s.grid, s.heat_box, api_name=False)
     s.grid.change(two_skills_for_grid, [s.grid, ui.ckpt.skills], ui.ckpt.skills, api_name=False)
