@@ -134,11 +134,12 @@ def test_bad_flags(capsys, demo_family, tmp_path, extra, message):
 
 def test_sweep_runs_exports_and_reuses_the_store(capsys, demo_family, tmp_path):
     store, csv_path, json_path = tmp_path / "r.db", tmp_path / "sweep.csv", tmp_path / "sweep.json"
+    plot_path = tmp_path / "plot.html"
     args = [
         *_family_args(demo_family),
         *["--evals", _small_suite(demo_family, tmp_path), "--weights", "0,1", "--no-standard-references"],
         *["--backend", "transformers", "--store", store, "--csv", csv_path, "--json", json_path],
-        "--no-heuristic-point",
+        *["--plot", plot_path, "--no-heuristic-point"],
     ]
     code, out, err = _run(capsys, *args)
     assert code == 0, err
@@ -151,6 +152,8 @@ def test_sweep_runs_exports_and_reuses_the_store(capsys, demo_family, tmp_path):
     assert [r["label"] for r in rows] == ["ω=0", "ω=1"] and [r["w1"] for r in rows] == ["0.0", "1.0"]
     document = json.loads(json_path.read_text())
     assert len(document["points"]) == 2 and document["points"][1]["suites"]
+    html = plot_path.read_text()  # both plots, plotly.js inlined, every point drawn
+    assert html.count("plotly-graph-div") == 2 and "Tradeoff" in html and "ω=0" in html and "ω=1" in html
 
     code, out_again, err = _run(capsys, *args)
     assert code == 0

@@ -369,6 +369,18 @@ def tradeoff_figure(
     )
 
 
+def plot_html(
+    rows: Sequence[Row], y: str | None = None, *, imported: Sequence[Row] = (), x: str = "general"
+) -> str:
+    """The tradeoff and safety plots of a sweep as one self-contained HTML page (plotly.js inlined, so it opens
+    offline): what the dashboard's Export tab and `mergescope sweep --plot` write."""
+    trade = tradeoff_figure(axis_rows(rows), y, imported=imported, x=x)
+    safety = safety_figure(rows, imported=imported)
+    body = trade.to_html(include_plotlyjs=True, full_html=False)
+    body += safety.to_html(include_plotlyjs=False, full_html=False)
+    return f"<html><head><meta charset='utf-8'></head><body>{body}</body></html>"
+
+
 def safety_figure(rows: Sequence[Row], *, imported: Sequence[Row] = ()) -> go.Figure:
     """Over-refusal view: benign-compliance (x, want high) against harmful-refusal (y, want high)."""
     return scatter_figure(

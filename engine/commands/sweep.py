@@ -89,6 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", type=Path, help="also write the sweep's table as CSV")
     parser.add_argument("--json", type=Path, help="also write the sweep's full results as JSON")
     parser.add_argument(
+        "--plot", type=Path, metavar="FILE.html",
+        help="also write the tradeoff and safety plots as one self-contained HTML page (as the dashboard exports)",
+    )  # fmt: skip
+    parser.add_argument(
         "--dataset-sizes",
         default=None,
         metavar="general=N,SKILL=N",
@@ -360,4 +364,9 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
             print(f"wrote {store.export_csv(sweep_id, args.csv)}", file=err)
         if args.json:
             print(f"wrote {store.export_json(sweep_id, args.json)}", file=err)
+        if args.plot:
+            from engine.store import atomic_write_text
+            from ui.figures import plot_html  # plotly only: the figures the dashboard draws
+
+            print(f"wrote {atomic_write_text(args.plot, plot_html(store.sweep_points(sweep_id)))}", file=err)
     return 0

@@ -16,7 +16,7 @@ from ui import figures
 from ui.context import ENGINE_EVENT, AppContext, readable
 from ui.paths import display_path
 from ui.state import Session
-from ui.tabs.sweep import session_figures
+from ui.tabs.sweep import x_metric
 
 EXPORT_PREFIX = "mergescope-"
 
@@ -81,11 +81,8 @@ def export_results(ctx: AppContext, session: Session, y_metric: str | None) -> l
         raise ConfigError("export: no sweep results yet")
     stem = f"sweep-{session.sweep_id or 'results'}"
     csv_path = atomic_write_text(ctx.downloads / f"{stem}.csv", points_to_csv(session.rows))
-    html_path = ctx.downloads / f"{stem}-plot.html"
-    trade, safety, _ = session_figures(session, y_metric)
-    html = trade.to_html(include_plotlyjs=True, full_html=False)
-    html += safety.to_html(include_plotlyjs=False, full_html=False)
-    atomic_write_text(html_path, f"<html><head><meta charset='utf-8'></head><body>{html}</body></html>")
+    html = figures.plot_html(session.rows, y_metric, imported=session.imported, x=x_metric(session))
+    html_path = atomic_write_text(ctx.downloads / f"{stem}-plot.html", html)
     return [str(csv_path), str(html_path)]
 
 
