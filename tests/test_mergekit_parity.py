@@ -356,7 +356,8 @@ def _assert_same(case: str, ours: Path, theirs: Path) -> None:
     """float32 configs: max |ours − theirs| / max |theirs| <= 1e-5 per tensor. Half-precision configs: every
     element within one rounding step of the config's dtype (mergekit leaves arcee_fusion and ramplus_tl results
     in float32 by type promotion; we write the compute dtype, so ours is theirs rounded once)."""
-    half = next((getattr(torch, d) for d in HALF_DTYPES if case.endswith(d)), None)
+    dtype = case.removesuffix("_streamed").rsplit("_", 1)[-1]  # (not endswith: "bfloat16" ends with "float16")
+    half = getattr(torch, dtype) if dtype in HALF_DTYPES else None
     checked = 0
     for name, x, y in _pairs(ours, theirs):
         assert x.shape == y.shape, name

@@ -228,7 +228,8 @@ def _compare_plain(ours: Path, theirs: Path, skip=(), half: torch.dtype | None =
 def test_slices_match_mergekit(outputs, case):
     ours, theirs, error = outputs[case]
     assert error is None, error
-    half = next((getattr(torch, d) for d in HALF_DTYPES if case.endswith(d)), None)
+    dtype = case.rsplit("_", 1)[-1]  # (not endswith: "bfloat16" ends with "float16")
+    half = getattr(torch, dtype) if dtype in HALF_DTYPES else None
     assert _compare_plain(ours, theirs, half=half) > 0
     cfg_ours = json.loads((ours / "config.json").read_text())
     cfg_theirs = json.loads((theirs / "config.json").read_text())
