@@ -94,10 +94,9 @@ def table(rows: list[dict]) -> str:
                 f"{r['load'][0]:.1f}-{r['load'][1]:.1f}",
             )
         )
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines]
-    out.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    from engine.commands.table import aligned_lines
+
+    return "\n".join(aligned_lines(lines))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -278,10 +278,9 @@ def sizes_table(rows: list[dict]) -> str:
                 f"{r['replies_differing']} of {r['replies_compared']}",
             )
         )
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines]
-    out.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    from engine.commands.table import aligned_lines
+
+    return "\n".join(aligned_lines(lines))
 
 
 def run_sizes(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from engine.backends import Backend, GenerationSettings, make_backend
 from engine.backends.lazy import LazyBackend
 from engine.commands.engine_args import add_engine_arguments, backend_options
+from engine.commands.table import aligned_lines
 from engine.errors import ConfigError, MergescopeError
 from engine.store import ResultStore
 from engine.sweep import PointResult, SweepSpec, parse_named, parse_weights, prepare_sweep, run_sweep
@@ -251,9 +252,7 @@ def format_table(results: list[PointResult], heuristic: dict[str, float]) -> str
                 "-" if s is None else f"{100 * s['value']:.1f} [{100 * s['lo']:.0f}-{100 * s['hi']:.0f}]"
             )
         rows.append(cells)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = aligned_lines(rows)
     if heuristic:
         marked = any(r.heuristic for r in results)
         lines.append(
