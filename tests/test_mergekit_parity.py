@@ -250,6 +250,20 @@ SLOW_CASES = (
 SLOW = {n: DETERMINISTIC.pop(n) for n in SLOW_CASES}
 SLOW.update(HALF_SLOW)
 DETERMINISTIC.update(HALF_DEFAULT)
+# As model cards write them: mergekit's `modules: {default: ...}` form, and keys mergekit's config models drop
+# (a top-level out_path, a per-model revision, a parameter no method reads). Both tools merge it (we warn).
+DETERMINISTIC["ties_modules_default_with_strays"] = """
+merge_method: ties
+base_model: BASE
+out_path: ./merged
+dtype: bfloat16
+modules:
+  default:
+    models:
+      - {model: A, revision: main, parameters: {weight: 0.6, density: 0.5, smooth: true}}
+      - {model: B, parameters: {weight: 0.4, density: 0.7}}
+    parameters: {normalize: true}
+"""
 
 # Random methods: one fine-tune, so the output's delta is the kept (and rescaled) part of the model's delta.
 RANDOM = {
