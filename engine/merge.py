@@ -133,11 +133,11 @@ def merge_plan(config: MergeConfig, ckpts: Mapping[str, Checkpoint]) -> list[Ten
     names = check_compatible(config, ckpts)
     if not config.slices:
         plans = plan_models(config, names, ckpts[config.refs()[0]].num_layers)
-        return schedule_order(plans) if config.method.random else plans
-    plans = plan_slices(config, ckpts)
-    aligned = tokenizer_setting(config) is not None
-    for plan in plans:
-        check_shapes(plan.name, [(ckpts[ref], name) for ref, name in plan.sources], aligned)
+    else:
+        plans = plan_slices(config, ckpts)
+        aligned = tokenizer_setting(config) is not None
+        for plan in plans:
+            check_shapes(plan.name, [(ckpts[ref], name) for ref, name in plan.sources], aligned)
     return schedule_order(plans) if config.method.random else plans
 
 

@@ -198,6 +198,8 @@ class TransformersBackend(SwappingBackend):
         row, each at its own budget; else the whole batch at the longest prompt's."""
         from transformers import StoppingCriteriaList
 
+        from engine.prompt_fit import fit_max_tokens
+
         replies: list[str] = [""] * len(prompts)
         groups: dict[GenerationSettings, list[int]] = {}
         for index, s in enumerate(settings):
@@ -206,12 +208,10 @@ class TransformersBackend(SwappingBackend):
             batch = self._encode([prompts[i] for i in indices])
             width = int(batch["input_ids"].shape[1])
             lengths = [int(n) for n in batch["attention_mask"].sum(dim=1)]
-            # Each row's own budget: its max_tokens, within the context its own prompt leaves.
-            budgets = [
-                min(settings[i].max_tokens, self.max_length - n)
-                for i, n in zip(indices, lengths, strict=True)
-            ]
-            kwargs = self._generate_kwargs(settings[indices[0]], width)
+            # Each row's own budget: max_tokens, within the context its own prompt leaves (never None here:
+            # `_encode` refused a batch with a prompt that leaves no room).
+            budgets = fit_max_tokens(lengths, s.max_tokens, self.max_length)
+            kwargs = self._generate_kwargs(s, width)
             if self._rotary:
                 kwargs["max_new_tokens"] = max(budgets)
                 if len(set(budgets)) > 1:
