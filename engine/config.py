@@ -355,8 +355,9 @@ def _check_range(name: str, setting: Any, where: str) -> None:
 def _check_params(
     params: Any, used: Mapping[str, Any], where: str, method: MergeMethod, ignored: list[str], why: str = ""
 ) -> dict[str, Any]:
-    """Validate the keys `used` here; accept (with a note in `ignored`) a parameter another method declares, as
-    mergekit ignores whatever the method does not read; refuse names no method declares (typos)."""
+    """Validate the keys `used` here; accept every other name with a note in `ignored` (a parameter another
+    method declares, or one no method reads, with its likely spelling), as mergekit ignores whatever the method
+    does not read."""
     if params is None:
         return {}
     if not isinstance(params, Mapping):

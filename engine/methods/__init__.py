@@ -75,8 +75,9 @@ def _registry() -> dict[str, MergeMethod]:
 
 METHODS: dict[str, MergeMethod] = _registry()
 
-# Every parameter name some method declares: such a key under another method is ignored (as mergekit does, with
-# a warning); a name no method declares is a typo and an error.
+# Every parameter name some method declares: such a key under another method is ignored, as mergekit does, with a
+# warning saying which method ignores it; a name no method declares gets a warning with its likely spelling (an
+# error under `--strict`).
 KNOWN_PARAMETERS: frozenset[str] = frozenset(
     name for m in METHODS.values() for name in (*m.model_params, *m.global_params)
 )
