@@ -79,7 +79,10 @@ def swap_path(spec, backend_kind: str, options: dict | None = None) -> dict:
                 t = r.timings
                 detail = dict(getattr(backend, "swap_detail", {}) or {})
                 split = (
-                    f" (write {detail['write_s']:.3f}s + re-pack {detail['pack_s']:.3f}s)" if "pack_s" in detail else ""
+                    f" (write {detail['write_s']:.3f}s + re-pack {detail['pack_s']:.3f}s of thread time on "
+                    f"{detail.get('workers', 1):.0f})"
+                    if "pack_s" in detail
+                    else ""
                 )
                 print(
                     f"  {r.label:<8} swap {t['swap_s']:.3f}s{split}  generate {t['generate_s']:.2f}s  "
@@ -235,7 +238,7 @@ def one_size(size: int, args: argparse.Namespace) -> dict:
         # The direct path's split of a swap (medians over the same points): the fused write, the CPU re-pack.
         **{
             key: statistics.median(p[f"swap_{key}"] for p in (swap["points"][1:] or swap["points"]))
-            for key in ("write_s", "pack_s")
+            for key in ("write_s", "pack_s", "workers")
             if all(f"swap_{key}" in p for p in swap["points"])
         },
         "bound_s": swap["bound_s"],
@@ -250,10 +253,16 @@ def one_size(size: int, args: argparse.Namespace) -> dict:
     }
 
 
+def write_ratio(row: dict) -> float:
+    """The fused write alone (wall time: thread time over the workers) against the bound: the part of a swap that
+    is ours; the rest is vLLM's own re-pack of each layer (CPU only)."""
+    return row["write_s"] / row.get("workers", 1) / row["bound_s"]
+
+
 def sizes_table(rows: list[dict]) -> str:
     header = (
-        "size (asked)", "shape", "path", "engine start", "swap (1st)", "swap", "write + re-pack", "bound",
-        "swap/bound", "restart", "restart/swap",
+        "size (asked)", "shape", "path", "engine start", "swap (1st)", "swap", "write + re-pack (threads)",
+        "bound", "swap/bound", "write/bound", "restart", "restart/swap",
         "generate", "score", "peak RSS drv/eng", "replies differ",
     )  # fmt: skip
     lines = [header]
@@ -267,9 +276,10 @@ def sizes_table(rows: list[dict]) -> str:
                 f"{r['engine_start_s']:.1f} s",
                 f"{r['first_swap_s']:.2f} s",
                 f"{r['swap_s']:.3f} s",
-                f"{r['write_s']:.3f} + {r['pack_s']:.3f} s" if "pack_s" in r else "-",
+                f"{r['write_s']:.3f} + {r['pack_s']:.3f} s ({r.get('workers', 1):.0f})" if "pack_s" in r else "-",
                 f"{r['bound_s']:.3f} s" if r["bound_s"] else "-",
                 f"{ratio:.1f}x",
+                f"{write_ratio(r):.1f}x" if "write_s" in r and r["bound_s"] else "-",
                 f"{r['restart_s']:.1f} s",
                 f"{r['restart_s'] / r['swap_s']:.0f}x",
                 f"{r['generate_s']:.2f} s ({r['prompts']})",
@@ -305,7 +315,9 @@ def run_sizes(args: argparse.Namespace) -> int:
             f"{r['size_bytes'] / 1e6:.0f} MB: swap {ratio:.0f}x cheaper than a restart (target >= "
             f"{SWAP_RATIO_TARGET:.0f}x: {'met' if ratio >= SWAP_RATIO_TARGET else 'NOT met'}); swap {bound:.1f}x the "
             f"bandwidth bound (target <= {BOUND_RATIO_TARGET:.0f}x where resident: "
-            f"{'met' if bound <= BOUND_RATIO_TARGET else 'NOT met'}); {r['swap_path']} path: {r['swap_reason']}"
+            f"{'met' if bound <= BOUND_RATIO_TARGET else 'NOT met'}"
+            + (f"; the fused write alone {write_ratio(r):.1f}x" if "write_s" in r and r["bound_s"] else "")
+            + f"); {r['swap_path']} path: {r['swap_reason']}"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

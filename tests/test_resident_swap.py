@@ -63,30 +63,58 @@ def _as_is(path) -> object:
     return config_from_dict({"merge_method": "linear", "models": [{"model": str(path), "parameters": {"weight": 1.0}}]})
 
 
-@pytest.mark.vllm
-def test_vllm_direct_swap_serves_the_exported_checkpoints_weights(vllm_backend, demo_family, tmp_path):
+def _check_direct_swap_serves_the_export(backend, family, tmp_path) -> None:
+    """A direct swap serves bit for bit the weights vLLM's own loader serves from the exported checkpoint, and
+    later direct swaps after such a reload leave nothing over."""
     from engine.export import export_merge
 
-    prompts = _prompts(demo_family)
-    variant = _ptm(demo_family, 0.6)
-    vllm_backend.generate(None, prompts, GREEDY)
-    general = vllm_backend.served_digests()
-    direct = vllm_backend.generate(variant, prompts, GREEDY)
-    assert vllm_backend.swap_path == "direct", vllm_backend.swap_reason
-    assert vllm_backend.swap_detail["write_s"] > 0
-    written = vllm_backend.served_digests()
+    prompts = _prompts(family)
+    variant = _ptm(family, 0.6)
+    backend.generate(None, prompts, GREEDY)
+    general = backend.served_digests()
+    direct = backend.generate(variant, prompts, GREEDY)
+    assert backend.swap_path == "direct", backend.swap_reason
+    assert backend.swap_detail["write_s"] > 0
+    written = backend.served_digests()
     assert written != general  # the digests do see a change of weights
     # vLLM's own path on the exported files: reload_weights runs its loaders and re-packs every layer.
     exported = export_merge(variant, tmp_path / "merged")
-    loaded = vllm_backend.generate(_as_is(exported), prompts, GREEDY)
-    assert vllm_backend.served_digests() == written
+    loaded = backend.generate(_as_is(exported), prompts, GREEDY)
+    assert backend.served_digests() == written
     assert loaded == direct
     # Direct swaps after vLLM's own reload: another variant, then back; the same weights (nothing left over).
-    vllm_backend.generate(_ptm(demo_family, 0.2), prompts[:1], GREEDY)
-    assert vllm_backend.swap_path == "direct"
-    assert vllm_backend.served_digests() != written
-    assert vllm_backend.generate(variant, prompts, GREEDY) == direct
-    assert vllm_backend.served_digests() == written
+    backend.generate(_ptm(family, 0.2), prompts[:1], GREEDY)
+    assert backend.swap_path == "direct"
+    assert backend.served_digests() != written
+    assert backend.generate(variant, prompts, GREEDY) == direct
+    assert backend.served_digests() == written
+
+
+@pytest.mark.vllm
+def test_vllm_direct_swap_serves_the_exported_checkpoints_weights(vllm_backend, demo_family, tmp_path):
+    _check_direct_swap_serves_the_export(vllm_backend, demo_family, tmp_path)
+
+
+@pytest.mark.vllm
+def test_vllm_direct_swap_on_a_crew_of_threads(demo_family, tmp_path, monkeypatch):
+    """An engine bound to two cores writes a swap on two pinned threads, layers shared out (engine.backends.crew):
+    still the weights vLLM's own loader serves."""
+    import os
+
+    from engine.backends.vllm_backend import VLLMBackend, vllm_available
+
+    if not vllm_available():
+        pytest.skip("vllm does not import in this environment")
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", f"{cpus[0]},{cpus[1]}")
+    backend = VLLMBackend(demo_family.general)
+    try:
+        _check_direct_swap_serves_the_export(backend, demo_family, tmp_path)
+        assert backend.swap_detail["workers"] == 2 and "2 threads" in backend.swap_reason, backend.swap_reason
+    finally:
+        backend.close()
 
 
 def test_transformers_resident_swap_matches_streaming(demo_family):

@@ -46,3 +46,32 @@ def test_overflow_names_the_tensor():
     combine = _combine("task_arithmetic", [{"weight": 1.0}, {"weight": 1e3}], {"lambda": 1.0})
     with pytest.raises(MergeError, match="model.layers.0.mlp.down_proj.weight"):
         write_merged(torch.empty(10), torch.zeros(10), [big, big], combine, (torch.float32,), "model.layers.0.mlp.down_proj.weight")
+
+
+def test_layers_group_a_modules_parameters_and_join_tied_modules():
+    from engine.backends.served import served_layers, served_targets
+
+    model = torch.nn.Module()
+    model.embed = torch.nn.Embedding(10, 4)
+    model.proj = torch.nn.Linear(4, 4)
+    model.head = torch.nn.Linear(4, 10, bias=False)
+    model.head.weight = model.embed.weight  # tied: one served parameter, two owners
+    layers = served_layers(served_targets(model))
+    names = [[t.name for t in layer.targets] for layer in layers]
+    assert names == [["embed.weight"], ["proj.weight", "proj.bias"]]
+    assert layers[0].modules == [model.embed, model.head]  # both re-processed once the tied weight is in
+    assert layers[1].numel == 4 * 4 + 4 and layers[1].staging_bytes == 0  # nothing packed
+
+
+def test_a_parameter_shared_late_joins_two_groups():
+    from engine.backends.served import served_layers, served_targets
+
+    model = torch.nn.Module()
+    model.a = torch.nn.Linear(3, 3, bias=False)
+    model.b = torch.nn.Linear(3, 3, bias=False)
+    model.a.extra = model.b.extra = torch.nn.Parameter(torch.zeros(3))  # a's and b's, one parameter
+    by_name = {t.name: t for t in served_targets(model)}
+    # In this order a and b get groups of their own before the shared parameter joins them.
+    layers = served_layers([by_name["a.weight"], by_name["b.weight"], by_name["a.extra"]])
+    assert len(layers) == 1 and layers[0].modules == [model.a, model.b]
+    assert [t.name for t in layers[0].targets] == ["a.weight", "b.weight", "a.extra"]

@@ -17,11 +17,14 @@ checkpoint instead of once per swap:
   into the parameter in place. The merge is elementwise (checked), so the same operations on the same elements
   in the same order give the very bits the streaming merge, the exporter and vLLM's loader give.
 - a layer whose served weight is only a packed copy (on a CPU vLLM re-packs each linear weight for oneDNN and
-  drops the plain one) gets its full weight written into one reused staging buffer, then the layer's own
+  drops the plain one) gets its full weight written into a reused staging buffer, then the layer's own
   `process_weights_after_loading` re-creates the packed copy from it, as vLLM does after a load. That re-pack is
   the only extra work, and only for layers that have a packed copy. An embedding keeps its weight and gets a
   packed copy too, for models that use it as the output projection; that copy is re-made at its first use, and
   within every swap once it has been used (a Llama's embed_tokens copy is never used, its lm_head's is).
+- on a CPU the layers are shared out, largest first, to a crew of pinned single-threaded workers, one per core the
+  engine's threads use (`engine.backends.crew`: ATen's own threads pay a wake-up per chunk and vLLM re-packs one
+  layer on one thread); each worker has its own staging buffer. A layer is written and re-packed by one worker.
 
 Qualifies: an elementwise linear merge (task arithmetic, linear, TIES/DARE/... at density 1 without sign
 election; not random), the same method parameters for every tensor, no slices, no vocabulary re-indexing, an
@@ -32,6 +35,7 @@ streaming path.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -47,9 +51,10 @@ if TYPE_CHECKING:
     from engine.config import MergeConfig
     from engine.merge import MergeSetup
 
-# Elements per chunk of the fused pass: on a CPU every input's chunk and the output's stay in the core's cache;
-# on a GPU chunks are large (each chunk is a few kernel launches).
-CHUNK_ELEMENTS = {"cpu": 1 << 17, "cuda": 1 << 26}
+# Elements per chunk of the fused pass: on a CPU every input's chunk and the output's stay in the core's cache
+# (2 MiB of float32 each; smaller chunks pay Python's per-call cost, measured: 64K elements take 2-3x as long as
+# 512K); on a GPU chunks are large (each chunk is a few kernel launches).
+CHUNK_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 26}
 
 
 @dataclass
@@ -102,6 +107,52 @@ def served_targets(model: torch.nn.Module) -> list[Target]:
                 name, [(module, attr)], param, tuple(template.shape), template.dtype, template
             )
     return list(by_id.values())
+
+
+@dataclass(eq=False)
+class Layer:
+    """Served parameters written together and re-packed once all are in: a module's parameters, joined with those
+    of the other modules that share one of them (tied weights)."""
+
+    targets: list[Target] = field(default_factory=list)
+    modules: list[torch.nn.Module] = field(default_factory=list)
+
+    @property
+    def numel(self) -> int:
+        return sum(t.numel for t in self.targets)
+
+    @property
+    def staging_bytes(self) -> int:
+        """The staging room the layer's packed weights take side by side."""
+        return sum(t.numel * t.dtype.itemsize for t in self.targets if t.packed)
+
+
+def served_layers(targets: list[Target]) -> list[Layer]:
+    """`targets` grouped by the modules that own them, in order; a target owned by several modules (tied weights)
+    puts them in one group."""
+    group_of: dict[int, Layer] = {}
+    layers: list[Layer] = []
+    for target in targets:
+        groups: list[Layer] = []
+        for module, _ in target.owners:
+            group = group_of.get(id(module))
+            if group is not None and all(group is not g for g in groups):
+                groups.append(group)
+        if not groups:
+            groups = [Layer()]
+            layers.append(groups[0])
+        layer = groups[0]
+        for other in groups[1:]:
+            layer.targets.extend(other.targets)
+            layer.modules.extend(other.modules)
+            group_of.update({id(m): layer for m in other.modules})
+            layers = [kept for kept in layers if kept is not other]
+        layer.targets.append(target)
+        for module, _ in target.owners:
+            if id(module) not in group_of:
+                group_of[id(module)] = layer
+                layer.modules.append(module)
+    return layers
 
 
 def _stand_in(template: torch.Tensor, module: torch.nn.Module, dtype: torch.dtype, device: torch.device):
@@ -253,14 +304,14 @@ def _reprocess(module: torch.nn.Module) -> None:
         method.process_weights_after_loading(module)
 
 
-def _unused_copy(module: torch.nn.Module, t: Target) -> bool:
+def _unused_copy(module: torch.nn.Module, packed: bool) -> bool:
     """Whether the layer's packed copy sits beside its served weight and was not used since it was made: an
     embedding keeps its weight for lookups and gets a packed copy for use as an output projection, which only
     some models use (a Llama's lm_head, not its embed_tokens)."""
     from vllm.model_executor.layers.vocab_parallel_embedding import UnquantizedEmbeddingMethod
 
     return (
-        not t.packed
+        not packed  # the weight is kept (a linear keeps only its packed copy)
         and hasattr(module, "cpu_linear")
         and isinstance(getattr(module, "quant_method", None), UnquantizedEmbeddingMethod)
         and not getattr(module, "_mergescope_copy_used", False)
@@ -301,16 +352,16 @@ class DirectSwaps:
     _targets: list[Target] | None = None
     _resident: dict[str, _Resident] = field(default_factory=dict)
     _compute: torch.dtype | None = None
-    _staging: torch.Tensor | None = None
+    _staging: list[torch.Tensor] = field(default_factory=list)  # one buffer per worker
 
     @property
     def nbytes(self) -> int:
-        staging = self._staging.numel() if self._staging is not None else 0
+        staging = sum(buffer.numel() for buffer in self._staging)
         return sum(r.nbytes for r in self._resident.values()) + staging
 
     def clear(self) -> None:
         self._resident.clear()
-        self._staging = None
+        self._staging = []
 
     def targets(self) -> list[Target]:
         """The served parameters; found again (and the resident set dropped) if vLLM replaced any."""
@@ -322,8 +373,16 @@ class DirectSwaps:
             self.clear()
         return self._targets
 
+    def workers(self) -> int:
+        """How many threads write a swap: a crew of one per engine core on a CPU, one on a GPU (kernels queue)."""
+        from engine.backends.crew import crew_size
+
+        return crew_size() if self.device.type == "cpu" else 1
+
     def swap(self, config: MergeConfig, opened: Mapping[str, Checkpoint]) -> dict[str, float] | None:
-        """Write `config`'s merge into the served weights; None when this path does not apply (`last_reason`)."""
+        """Write `config`'s merge into the served weights; None when this path does not apply (`last_reason`).
+        Returns seconds: preparing the merge, then the write and the re-pack as summed over the workers (each is
+        thread time, so with several workers they add up to more than the swap took), and the worker count."""
         from engine.merge import compute_dtype_for, parse_dtype, prepare_merge
 
         if self.mode == "off":
@@ -352,25 +411,30 @@ class DirectSwaps:
         def combine(b: torch.Tensor | None, xs: list[torch.Tensor]) -> torch.Tensor:
             return fn(b, xs, model_params, params, None)
 
-        pack_s = self._write(combine, base, inputs, out_dtype)
-        end = time.perf_counter()
+        seconds = self._write(combine, base, inputs, out_dtype)
         packed = sum(1 for t in self.targets() if t.packed)
+        workers = len(self._staging) or 1
         self.last_reason = (
             f"{len(refs)} checkpoints resident in the served layout ({self.nbytes / 2**30:.2f} GiB): one fused pass "
-            f"into the served weights" + (f", {packed} packed weights re-packed" if packed else "")
+            f"into the served weights"
+            + (f", {packed} packed weights re-packed" if packed else "")
+            + (f", {workers} threads" if workers > 1 else "")
         )
-        return {"prepare_s": ready - start, "write_s": end - ready - pack_s, "pack_s": pack_s}
+        return {"prepare_s": ready - start, **seconds, "workers": float(workers)}
 
     def _ensure(self, refs: list[str], opened: Mapping[str, Checkpoint], compute: torch.dtype) -> bool:
-        """Every ref resident in the served layout in `compute` (read through the loaders if missing)."""
+        """Every ref resident in the served layout in `compute` (read through the loaders if missing), and a
+        staging buffer per worker."""
         targets = self.targets()
         if compute != self._compute:
             self._resident.clear()
         keep = {r: v for r, v in self._resident.items() if r in refs and v.source is opened[r]}
         missing = [r for r in refs if r not in keep]
         per_ckpt = sum(t.numel for t in targets) * compute.itemsize
-        staging = max((t.numel * t.dtype.itemsize for t in targets if t.packed), default=0)
-        needed = per_ckpt * len(missing) + (staging if self._staging is None else 0)
+        staging = max((layer.staging_bytes for layer in served_layers(targets)), default=0)
+        workers = self.workers()
+        had = sum(buffer.numel() for buffer in self._staging)
+        needed = per_ckpt * len(missing) + max(0, staging * workers - had)
         dropped = self.nbytes - sum(v.nbytes for v in keep.values())
         self._resident = keep
         if missing and self.mode == "auto" and not fits(needed, device_free_bytes(self.device) + dropped):
@@ -386,8 +450,10 @@ class DirectSwaps:
         names = [set(v.tensors) for v in self._resident.values()]
         if any(n != names[0] for n in names):
             raise MergeError(f"the checkpoints {', '.join(refs)} fill different served parameters")
-        if self._staging is None and staging:
-            self._staging = torch.empty(staging, dtype=torch.uint8, device=self.device)
+        if len(self._staging) != workers or any(b.numel() < staging for b in self._staging):
+            self._staging = [
+                torch.empty(staging, dtype=torch.uint8, device=self.device) for _ in range(workers)
+            ]
         return True
 
     def _read(self, ckpt: Checkpoint, compute: torch.dtype) -> dict[str, torch.Tensor]:
@@ -405,65 +471,86 @@ class DirectSwaps:
         return load_served(self.model, self.targets(), tensors(), compute, self.device)
 
     def _write(self, combine: Callable[..., torch.Tensor], base: str | None, inputs: list[str],
-               out_dtype: torch.dtype) -> float:  # fmt: skip
-        """The fused pass over every served parameter; returns the seconds spent re-packing."""
-        targets = [t for t in self.targets() if t.name in next(iter(self._resident.values())).tensors]
-        last = {id(m): i for i, t in enumerate(targets) for m, _ in t.owners}  # a layer's last parameter
-        pending: dict[int, list[tuple[torch.nn.Module, str, Target]]] = {}
-        offset = 0  # into the staging buffer: a layer's packed weights side by side until it is re-packed
-        pack_s = 0.0
-        try:
-            with torch.no_grad():
-                for index, t in enumerate(targets):
-                    if t.packed:
-                        nbytes = t.numel * t.dtype.itemsize
-                        dest = self._staging_view(offset, nbytes).view(t.dtype).view(t.shape)
-                        offset += nbytes
-                    else:
-                        dest = t.param.data
-                    write_merged(
-                        dest,
-                        self._resident[base].tensors[t.name] if base is not None else None,
-                        [self._resident[ref].tensors[t.name] for ref in inputs],
-                        combine,
-                        (out_dtype, t.dtype),
-                        t.name,
-                    )
-                    begin = time.perf_counter()
+               out_dtype: torch.dtype) -> dict[str, float]:  # fmt: skip
+        """The fused pass over every served parameter, layer by layer, largest first, on the workers; returns the
+        thread seconds spent writing and re-packing."""
+        from engine.backends import crew
+
+        written = next(iter(self._resident.values())).tensors
+        layers = served_layers([t for t in self.targets() if t.name in written])
+        layers.sort(key=lambda layer: layer.numel, reverse=True)  # largest first: the workers end together
+        seconds = {"write_s": 0.0, "pack_s": 0.0}
+        lock = threading.Lock()
+
+        def write_layer(worker: int, layer: Layer) -> None:
+            write_s, pack_s = self._write_layer(
+                layer, self._staging[worker], combine, base, inputs, out_dtype
+            )
+            with lock:
+                seconds["write_s"] += write_s
+                seconds["pack_s"] += pack_s
+
+        if len(self._staging) > 1:
+            crew.run(write_layer, layers)
+        else:
+            for layer in layers:
+                write_layer(0, layer)
+        return seconds
+
+    def _write_layer(self, layer: Layer, staging: torch.Tensor, combine: Callable[..., torch.Tensor],
+                     base: str | None, inputs: list[str], out_dtype: torch.dtype) -> tuple[float, float]:  # fmt: skip
+        """One layer: each parameter merged into place (a packed one into `staging`), then the layer re-packed.
+        Returns the seconds spent writing and re-packing."""
+        begin = time.perf_counter()
+        staged: list[tuple[Target, torch.Tensor]] = []
+        offset = 0  # the layer's packed weights side by side in the staging buffer
+        with torch.no_grad():
+            for t in layer.targets:
+                if t.packed:
+                    nbytes = t.numel * t.dtype.itemsize
+                    dest = staging[offset : offset + nbytes].view(t.dtype).view(t.shape)
+                    offset += nbytes
+                    staged.append((t, dest))
+                else:
+                    dest = t.param.data
+                write_merged(
+                    dest,
+                    self._resident[base].tensors[t.name] if base is not None else None,
+                    [self._resident[ref].tensors[t.name] for ref in inputs],
+                    combine,
+                    (out_dtype, t.dtype),
+                    t.name,
+                )
+            written = time.perf_counter()
+            packed = {id(m) for t, _ in staged for m, _ in t.owners}
+            try:
+                for t, dest in staged:
                     for module, attr in t.owners:
-                        if t.packed:
-                            module._parameters[attr] = torch.nn.Parameter(dest, requires_grad=False)
-                            pending.setdefault(id(module), []).append((module, attr, t))
-                        if last[id(module)] == index:
-                            _reprocess_when_used(module) if _unused_copy(module, t) else _reprocess(module)
-                            for owner, name, packed in pending.pop(id(module), []):
-                                self._settle(owner, name, packed)
-                            offset = 0 if not pending else offset
-                    pack_s += time.perf_counter() - begin
-        except BaseException:
-            # A failed swap leaves no staging buffer as a layer's weight (the served weights are unknown until the
-            # next swap rewrites them all; the backend forces that).
-            for entries in pending.values():
-                for module, attr, t in entries:
-                    module._parameters[attr] = t.param
-            raise
-        return pack_s
+                        module._parameters[attr] = torch.nn.Parameter(dest, requires_grad=False)
+                for module in layer.modules:
+                    if _unused_copy(module, id(module) in packed):
+                        _reprocess_when_used(module)
+                    else:
+                        _reprocess(module)
+            except BaseException:
+                # No staging buffer is left as a layer's weight (the served weights are unknown until the next swap
+                # rewrites them all; the backend forces that).
+                for t, _ in staged:
+                    for module, attr in t.owners:
+                        module._parameters[attr] = t.param
+                raise
+            for t, _ in staged:
+                for module, attr in t.owners:
+                    self._settle(module, attr, t, staging)
+        return written - begin, time.perf_counter() - written
 
-    def _staging_view(self, offset: int, nbytes: int) -> torch.Tensor:
-        if self._staging is None or self._staging.numel() < offset + nbytes:
-            grown = torch.empty(offset + nbytes, dtype=torch.uint8, device=self.device)
-            if self._staging is not None and offset:
-                grown[:offset].copy_(self._staging[:offset])
-            self._staging = grown
-        return self._staging[offset : offset + nbytes]
-
-    def _settle(self, module: torch.nn.Module, attr: str, t: Target) -> None:
+    def _settle(self, module: torch.nn.Module, attr: str, t: Target, staging: torch.Tensor) -> None:
         """After the re-pack: the served (empty) parameter object back in place. Should vLLM have kept the staging
         buffer as the weight instead, the layer gets its own copy (the buffer is reused for the next layer)."""
         now = module._parameters.get(attr)
         if now is None or now.numel() == 0:
             module._parameters[attr] = t.param
-        elif self._staging is not None and _same_storage(now, self._staging):
+        elif _same_storage(now, staging):
             module._parameters[attr] = torch.nn.Parameter(now.data.clone(), requires_grad=False)
             t.param = module._parameters[attr]
 
