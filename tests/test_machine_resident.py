@@ -118,3 +118,48 @@ def test_engine_sets_a_passive_openmp_wait_policy_unless_the_user_chose_one():
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ACTIVE"
+
+
+def test_cpu_ranks_get_disjoint_equal_slices_of_the_cpus():
+    from engine.backends.machine import cpu_rank_binding
+
+    assert cpu_rank_binding([0, 1], 2) == "0|1"
+    assert cpu_rank_binding([0, 1, 2, 3, 4], 2) == "0,1|2,3"  # the fifth is left to vLLM's scheduler process
+    assert cpu_rank_binding([4, 6, 8, 10], 4) == "4|6|8|10"
+    with pytest.raises(BackendError, match="at least 2 CPUs"):
+        cpu_rank_binding([0], 2)
+
+
+def test_engine_binding_only_for_multi_rank_cpu_engines(monkeypatch):
+    from engine.backends import vllm_backend
+
+    if vllm_backend._has_gpu():
+        pytest.skip("a GPU engine places its own ranks")
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    assert vllm_backend._cpu_binding(1, 1) is None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        half = len(cpus) // 2
+        expected = "|".join(",".join(map(str, cpus[i * half : (i + 1) * half])) for i in range(2))
+        assert vllm_backend._cpu_binding(2, 1) == expected
+    with pytest.raises(BackendError, match="--tensor-parallel-size 64 on the CPU: 64 CPU ranks need at least 64"):
+        vllm_backend._cpu_binding(64, 1)
+    with pytest.raises(BackendError, match="--pipeline-parallel-size 2: .*use --tensor-parallel-size"):
+        vllm_backend._cpu_binding(1, 2)
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0")  # the user's own binding wins
+    assert vllm_backend._cpu_binding(2, 1) is None
+    # Set only while an engine starts: nothing is left in this process's environment.
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND")
+    with vllm_backend._environ(VLLM_CPU_OMP_THREADS_BIND="0|1"):
+        assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in os.environ
+
+
+def test_pipeline_parallel_on_a_cpu_is_refused_before_an_engine_starts(tmp_path):
+    from engine.backends import vllm_backend
+    from engine.demo import load_family
+
+    if vllm_backend._has_gpu() or not vllm_backend.vllm_available():
+        pytest.skip("needs a CPU-only machine with vllm")
+    with pytest.raises(BackendError, match="pipeline-parallel-size 2"):
+        vllm_backend.VLLMBackend(load_family().general, pipeline_parallel_size=2)

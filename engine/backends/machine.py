@@ -97,3 +97,16 @@ def auto_backend(
     machine = machine or this_machine()
     on_gpu = machine.gpu and device not in ("cpu",)
     return "vllm" if on_gpu and vllm_importable else "transformers"
+
+
+def cpu_rank_binding(cpus: list[int], ranks: int) -> str:
+    """vLLM's VLLM_CPU_OMP_THREADS_BIND for an engine of `ranks` CPU ranks (tensor parallel): the CPUs cut into
+    `ranks` disjoint equal slices, in order, one per rank ('0|1', '0,1|2,3'); what does not divide evenly is left
+    to the scheduler process. vLLM's own automatic binding wants a NUMA node per rank and fails on one-node
+    machines."""
+    per_rank = len(cpus) // ranks
+    if per_rank < 1:
+        raise BackendError(
+            f"{ranks} CPU ranks need at least {ranks} CPUs (one per rank); this process may use {len(cpus)}"
+        )
+    return "|".join(",".join(str(c) for c in cpus[i * per_rank : (i + 1) * per_rank]) for i in range(ranks))

@@ -107,6 +107,47 @@ def _watch_engine(llm: Any, closing: Callable[[], bool]) -> None:
     threading.Thread(target=watch, daemon=True, name="mergescope-engine-watch").start()
 
 
+def _cpu_binding(tensor_parallel: int, pipeline_parallel: int) -> str | None:
+    """The CPU thread binding for a multi-rank engine on a CPU-only machine (None: vLLM's own). vLLM binds each
+    rank to a NUMA node of its own, so tensor parallel fails on a one-node machine ("Not enough allowed NUMA
+    nodes"); here the allowed CPUs are split among the ranks instead, unless VLLM_CPU_OMP_THREADS_BIND is set."""
+    from engine.backends.machine import cpu_rank_binding
+
+    if _has_gpu():
+        return None
+    if pipeline_parallel > 1:
+        # Seen with vllm-cpu 0.32 (the LLM class): the engine starts, then the second stage's worker fails its
+        # first step ("intermediate_tensors is None") and the engine dies.
+        raise BackendError(
+            f"--pipeline-parallel-size {pipeline_parallel}: vLLM's CPU engine fails at its first step with "
+            "pipeline parallel (offline LLM class); use --tensor-parallel-size on a CPU"
+        )
+    ranks = tensor_parallel * pipeline_parallel
+    if ranks == 1 or os.environ.get("VLLM_CPU_OMP_THREADS_BIND"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    try:
+        return cpu_rank_binding(cpus, ranks)
+    except BackendError as exc:
+        raise BackendError(f"--tensor-parallel-size {tensor_parallel} on the CPU: {exc}") from None
+
+
+@contextlib.contextmanager
+def _environ(**values: str | None) -> Iterator[None]:
+    """Environment variables set while the engine starts (its processes inherit them), restored after: a later
+    engine in this process must not inherit another's binding. None leaves a variable as it is."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update({key: value for key, value in values.items() if value is not None})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 class VLLMBackend(SwappingBackend):
     kind = "vllm"
 
@@ -160,7 +201,10 @@ class VLLMBackend(SwappingBackend):
                 # which costs more than it saves on small models. Pass enforce_eager=False to compile anyway.
                 options["enforce_eager"] = True
             options.update(llm_kwargs)
-            self.llm = LLM(**{k: v for k, v in options.items() if v is not None})
+            with _environ(VLLM_CPU_OMP_THREADS_BIND=_cpu_binding(int(tensor_parallel_size), int(pipeline_parallel_size))):
+                self.llm = LLM(**{k: v for k, v in options.items() if v is not None})
+        except BackendError:
+            raise
         except Exception as exc:
             raise BackendError(f"cannot start vLLM on {self.start_model}: {exc}") from exc
         _watch_engine(self.llm, lambda: self._closed)
