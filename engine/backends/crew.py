@@ -83,14 +83,19 @@ def run(work: Callable[[int, Item], None], items: Iterable[Item], cpus: Sequence
     started = threading.Barrier(size + 1)
 
     def worker(index: int) -> None:
-        # 0: this thread. A CPU outside this process's allowed set: run wherever the scheduler puts it.
-        with contextlib.suppress(OSError, AttributeError):
-            os.sched_setaffinity(0, {cpus[index % len(cpus)]})
-        # ATen sets a new thread's count at its first use, from the process-wide count: use it first, then set
-        # this thread's own (not torch.set_num_threads: vLLM's CPU worker replaces that with a no-op).
-        torch.get_num_threads()
-        torch._C.set_num_threads(1)
-        started.wait()
+        try:
+            # 0: this thread. A CPU outside this process's allowed set: run wherever the scheduler puts it.
+            with contextlib.suppress(OSError, AttributeError):
+                os.sched_setaffinity(0, {cpus[index % len(cpus)]})
+            # ATen sets a new thread's count at its first use, from the process-wide count: use it first, then set
+            # this thread's own (not torch.set_num_threads: vLLM's CPU worker replaces that with a no-op).
+            torch.get_num_threads()
+            torch._C.set_num_threads(1)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread; the others do the work
+            errors.append(exc)
+            return
+        finally:
+            started.wait()  # always: the calling thread waits for every worker to be set up
         while True:
             try:
                 item = todo.get_nowait()
