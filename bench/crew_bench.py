@@ -16,18 +16,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+
+from cpu_linear_bench import best_of  # bench/ is this script's folder, first on sys.path
 
 import engine  # noqa: F401  - the engine's OpenMP wait policy, before torch loads
-
-
-def best_of(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,6 +111,7 @@ def _cpu_binding(tensor_parallel: int, pipeline_parallel: int) -> str | None:
     """The CPU thread binding for a multi-rank engine on a CPU-only machine (None: vLLM's own). vLLM binds each
     rank to a NUMA node of its own, so tensor parallel fails on a one-node machine ("Not enough allowed NUMA
     nodes"); here the allowed CPUs are split among the ranks instead, unless VLLM_CPU_OMP_THREADS_BIND is set."""
+    from engine.backends.crew import engine_cpus
     from engine.backends.machine import cpu_rank_binding
 
     if _has_gpu():
@@ -125,9 +126,8 @@ def _cpu_binding(tensor_parallel: int, pipeline_parallel: int) -> str | None:
     ranks = tensor_parallel * pipeline_parallel
     if ranks == 1 or os.environ.get("VLLM_CPU_OMP_THREADS_BIND"):
         return None
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     try:
-        return cpu_rank_binding(cpus, ranks)
+        return cpu_rank_binding(engine_cpus({}), ranks)  # {}: no binding yet, the CPUs this process may use
     except BackendError as exc:
         raise BackendError(f"--tensor-parallel-size {tensor_parallel} on the CPU: {exc}") from None
 
